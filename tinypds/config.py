@@ -1,0 +1,199 @@
+"""Settings: one frozen object from TINYPDS_* env vars and an optional TOML file.
+
+The only module that reads os.environ. Precedence: explicit overrides (CLI flags) >
+environment > TOML file (`TINYPDS_CONFIG`, or `<data>/tinypds.toml` if present) >
+defaults. Imports nothing from tinypds. Secrets never live here (keys are in the
+keyring); `describe()` masks anything secret-looking anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    # public identity of this server
+    hostname: str = "localhost:2583"  # public host[:port] users and relays reach
+    dev: bool = False  # http:// endpoints, offline-friendly defaults
+    # listening socket
+    host: str = "127.0.0.1"
+    port: int = 2583
+    # identity
+    plc_url: str = "https://plc.directory"
+    handle_domains: tuple[str, ...] = ()  # handle suffixes offered to new accounts (e.g. ".test")
+    # limits
+    blob_max_bytes: int = 100 * 1024 * 1024
+    blob_temp_ttl_seconds: int = 3600
+    write_rate_limit: int = 1  # 1 = relay-safe budget on; 0 = off
+    max_request_bytes: int = 5 * 1024 * 1024  # JSON bodies (blobs/CARs are streamed separately)
+    # sync
+    relays: tuple[str, ...] = ("https://bsky.network",)
+    event_retention_hours: int = 72
+    crawl_interval_seconds: int = 1200
+    # proxy targets
+    appview_url: str = "https://api.bsky.app"
+    appview_did: str = "did:web:api.bsky.app"
+    chat_url: str = "https://api.bsky.chat"
+    chat_did: str = "did:web:api.bsky.chat"
+    # sessions
+    access_token_seconds: int = 2 * 3600
+    refresh_token_seconds: int = 90 * 24 * 3600
+    # keys: keyring backend ("auto", "system", "file") and the sealed-file location
+    keyring_backend: str = "auto"
+    key_file: Path | None = None
+    # logging
+    log_level: str = "info"
+    config_file: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- derived -------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tinypds.sqlite"
+
+    @property
+    def public_url(self) -> str:
+        scheme = "http" if self.dev else "https"
+        return f"{scheme}://{self.hostname}"
+
+    @property
+    def service_did(self) -> str:
+        return "did:web:" + self.hostname.replace(":", "%3A")
+
+    @property
+    def bare_hostname(self) -> str:
+        return self.hostname.rsplit(":", 1)[0] if self.hostname.count(":") == 1 else self.hostname
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict[str, str]:
+        """Effective settings as strings, secrets masked (for `tinypds config check`)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            if any(s in f.name for s in ("secret", "password", "token")):
+                v = "***"
+            out[f.name] = ",".join(v) if isinstance(v, tuple) else str(v)
+        return out
+
+
+def _coerce(name: str, typ: Any, raw: Any) -> Any:
+    t = str(typ)
+    try:
+        if t in ("bool", "<class 'bool'>"):
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in _TRUE:
+                return True
+            if s in _FALSE:
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if t in ("int", "<class 'int'>"):
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if t.startswith("tuple"):
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(x).strip() for x in raw if str(x).strip())
+            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
+        if "Path" in t:
+            return Path(str(raw)).expanduser() if str(raw) else None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+
+
+def env_name(field_name: str) -> str:
+    return "TINYPDS_" + field_name.upper()
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from (in order of precedence) overrides, env, TOML file, defaults."""
+    env = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+
+    data_dir = overrides.get("data_dir") or env.get("TINYPDS_DATA_DIR") or env.get("TINYPDS_DATA") or "data"
+    config_file = overrides.get("config_file") or env.get("TINYPDS_CONFIG")
+    if config_file is None:
+        candidate = Path(str(data_dir)) / "tinypds.toml"
+        config_file = candidate if candidate.is_file() else None
+    if config_file is not None:
+        path = Path(str(config_file)).expanduser()
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist (TINYPDS_CONFIG)") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        table = doc.get("tinypds", doc)
+        for key, raw in table.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(name, _FIELDS[name].type, raw)
+        values["config_file"] = path
+
+    for name, f in _FIELDS.items():
+        raw = env.get(env_name(name))
+        if raw is not None and name not in ("config_file",):
+            values[name] = _coerce(env_name(name), f.type, raw)
+
+    for name, raw in overrides.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, _FIELDS[name].type, raw)
+
+    values["data_dir"] = Path(str(values.get("data_dir", data_dir))).expanduser()
+    settings = Settings(**values)
+    problems = check_settings(settings)
+    fatal = [p for p in problems if p.startswith("error:")]
+    if fatal:
+        raise ConfigError("; ".join(p[len("error: "):] for p in fatal))
+    return settings
+
+
+def check_settings(s: Settings) -> list[str]:
+    """Human-readable problems, each prefixed 'error:' or 'warning:'."""
+    out = []
+    if not (0 < s.port < 65536):
+        out.append(f"error: TINYPDS_PORT={s.port} is not a TCP port")
+    if s.blob_max_bytes <= 0:
+        out.append("error: TINYPDS_BLOB_MAX_BYTES must be positive")
+    if s.event_retention_hours < 1:
+        out.append("error: TINYPDS_EVENT_RETENTION_HOURS must be at least 1")
+    if s.keyring_backend not in ("auto", "system", "file"):
+        out.append("error: TINYPDS_KEYRING_BACKEND must be auto, system or file")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        out.append("error: TINYPDS_LOG_LEVEL must be debug, info, warning or error")
+    if not s.dev and (s.hostname.startswith("localhost") or s.hostname.startswith("127.")):
+        out.append("warning: TINYPDS_HOSTNAME is a loopback name; other servers cannot reach this PDS")
+    for url in (s.plc_url, s.appview_url, s.chat_url, *s.relays):
+        if not url.startswith(("http://", "https://")):
+            out.append(f"error: {url!r} is not an http(s) URL")
+    return out
