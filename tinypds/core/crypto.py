@@ -89,6 +89,11 @@ class PublicKey:
     multicodec: bytes = b""
 
     def compressed(self) -> bytes:
+        """33-byte SEC1 compressed point."""
+        raise NotImplementedError
+
+    def uncompressed(self) -> bytes:
+        """65-byte SEC1 uncompressed point (0x04 || x || y), e.g. for a JWK."""
         raise NotImplementedError
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
@@ -127,6 +132,9 @@ class K256PublicKey(PublicKey):
     def compressed(self) -> bytes:
         return self._compressed
 
+    def uncompressed(self) -> bytes:
+        return self._key.format(compressed=False)
+
     def verify(self, msg: bytes, sig: bytes) -> bool:
         rs = _split_compact(sig, K256_ORDER)
         if rs is None:
@@ -153,6 +161,9 @@ class P256PublicKey(PublicKey):
 
     def compressed(self) -> bytes:
         return self._compressed
+
+    def uncompressed(self) -> bytes:
+        return self._key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         rs = _split_compact(sig, P256_ORDER)
