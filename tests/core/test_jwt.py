@@ -86,7 +86,7 @@ def test_tampered_payload_fails(key):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "a.b", "a.b.c.d", "e30.e30.=", "e30=.e30.", "bm90anNvbg.e30.", "W10.e30.", "e30.W10.", "e30.e30.a"],
+    ["", "a.b", "a.b.c.d", "e30.e30.=", "e30=.e30.", "bm90anNvbg.e30.", "W10.e30.", "e30.W10.", "e30.e30.a", "e30\n.e30.", "e30.e30\n."],
 )
 def test_malformed_tokens(bad):
     with pytest.raises(JwtError):

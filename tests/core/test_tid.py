@@ -33,6 +33,12 @@ def test_invalid_fixtures():
             tid_to_int(line)
 
 
+def test_trailing_newline_and_non_strings_rejected():
+    assert not is_valid_tid("3jzfcijpj2z2a\n")
+    assert not is_valid_tid(None)
+    assert not is_valid_tid(12)
+
+
 def test_parts_round_trip_and_known_values():
     assert tid_from_parts(0, 0) == "2222222222222"
     us = 1_700_000_000_123_456

@@ -25,7 +25,7 @@ class JwtError(ValueError):
     """A token is malformed, badly signed, or its claims do not fit."""
 
 
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 _CONFUSABLE_TYPES = frozenset({"at+jwt", "refresh+jwt", "dpop+jwt"})
 
 
@@ -35,7 +35,7 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(s: str) -> bytes:
     """Strict unpadded base64url; raises JwtError."""
-    if not _B64URL_RE.match(s) or len(s) % 4 == 1:
+    if not _B64URL_RE.fullmatch(s) or len(s) % 4 == 1:
         raise JwtError("invalid base64url segment")
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 

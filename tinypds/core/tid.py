@@ -15,14 +15,14 @@ from typing import Callable
 
 ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
-_TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+_TID_RE = re.compile(r"[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}")
 
 MAX_TIMESTAMP_US = (1 << 53) - 1
 MAX_CLOCK_ID = (1 << 10) - 1
 
 
 def is_valid_tid(s: object) -> bool:
-    return isinstance(s, str) and _TID_RE.match(s) is not None
+    return isinstance(s, str) and _TID_RE.fullmatch(s) is not None
 
 
 def tid_from_int(n: int) -> str:
