@@ -1,0 +1,103 @@
+"""`tinypds serve [--host H] [--port P]`: run the PDS under uvicorn (httptools + uvloop).
+
+Owns the listening socket and process lifetime: binds (port 0 = any free port), prints
+one machine-readable line "tinypds listening on http://HOST:PORT" once the lifespan has
+opened the database, and shuts down gracefully on SIGTERM/SIGINT (the lifespan closes the
+database, which checkpoints). On a first start with no account on a loopback hostname it
+creates a local dev account and prints its handle and password once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from . import CliError, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the PDS HTTP server", description="Run the PDS HTTP server.")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1 or TINYPDS_HOST)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 2583 or TINYPDS_PORT; 0 = any free port)")
+    p.add_argument("--no-dev-account", action="store_true", help="do not create a local dev account on first start")
+    p.set_defaults(func=cmd_serve)
+
+
+def _is_loopback_host(hostname: str) -> bool:
+    bare = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
+    return bare in ("localhost", "127.0.0.1", "::1", "[::1]") or bare.endswith(".localhost")
+
+
+def _make_server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn.Server that announces the bound address (port 0 aware) on stdout."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.should_exit or not getattr(self, "servers", None):
+                return
+            for srv in self.servers:
+                for sock in srv.sockets or ():
+                    addr = sock.getsockname()
+                    host = addr[0] if ":" not in addr[0] else f"[{addr[0]}]"
+                    print(f"tinypds listening on http://{host}:{addr[1]}", flush=True)
+                    return
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # SIGTERM is the normal way to stop a service: shut down gracefully, exit 0
+            # (uvicorn would re-raise it afterwards, making the exit status -15).
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    return Server
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        if not 0 <= args.port < 65536:
+            raise CliError(f"--port {args.port} is not a TCP port")
+        if args.port:
+            overrides["port"] = args.port
+    settings = settings_from_args(args, **overrides)
+    port = args.port if args.port is not None else settings.port
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    import uvicorn
+
+    from ..app import create_app
+
+    on_open = None
+    if not args.no_dev_account and _is_loopback_host(settings.hostname):
+        on_open = _ensure_dev_account
+    app = create_app(settings, on_open=on_open)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = _make_server_class()(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _ensure_dev_account(svc: Any) -> None:
+    """First start on a loopback hostname with no account: make one and say so once."""
+    if svc.account is None:
+        return

@@ -1,0 +1,148 @@
+"""com.atproto.server.*: describeServer, sessions, app passwords, checkAccountStatus.
+
+One function per NSID; each parses its input, calls the auth service (which yields an
+AuthContext: who, with which scopes) and returns the lexicon's output shape. Never
+imports tinypds.store. Which credential each endpoint accepts is visible in its first line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+
+from ..errors import AuthenticationRequired, InvalidRequest
+from .routing import access_auth, body_bool, body_str, client_ip, json_body, refresh_auth, services
+
+NS = "/xrpc/com.atproto.server."
+
+
+def _auth_service(request: Request) -> Any:
+    auth = services(request).auth
+    if auth is None:
+        raise AuthenticationRequired("This server has no account yet")
+    return auth
+
+
+def session_view(account: dict, tokens: dict | None = None) -> dict:
+    """createSession/refreshSession/getSession output from an account row (+ tokens)."""
+    out: dict[str, Any] = dict(tokens or {})
+    out["handle"] = account.get("handle") or "handle.invalid"
+    out["did"] = account["did"]
+    if account.get("did_doc") is not None:
+        out["didDoc"] = account["did_doc"]
+    if account.get("email"):
+        out["email"] = account["email"]
+        out["emailConfirmed"] = bool(account.get("email_confirmed", False))
+        out["emailAuthFactor"] = False
+    status = account.get("status") or "active"
+    out["active"] = status == "active"
+    if status != "active":
+        out["status"] = status
+    return out
+
+
+@get(NS + "describeServer")
+async def describe_server(request: Request) -> dict:
+    settings = services(request).settings
+    return {
+        "did": settings.service_did,
+        "availableUserDomains": list(settings.handle_domains),
+        "inviteCodeRequired": True,
+        "phoneVerificationRequired": False,
+        "blobUploadLimit": settings.blob_max_bytes,
+        "links": {},
+        "contact": {},
+    }
+
+
+@post(NS + "createSession", status_code=200)
+async def create_session(request: Request) -> dict:
+    body = await json_body(request)
+    identifier = body_str(body, "identifier", max_len=2048)
+    password = body_str(body, "password", max_len=1024)
+    body_str(body, "authFactorToken", required=False)
+    body_bool(body, "allowTakendown")
+    if not identifier.strip() or not password:
+        raise InvalidRequest("identifier and password must not be empty")
+    auth = _auth_service(request)
+    account, tokens = await auth.create_session(identifier.strip(), password, client_ip(request))
+    return session_view(account, tokens)
+
+
+@post(NS + "refreshSession", status_code=200)
+async def refresh_session(request: Request) -> dict:
+    ctx = await refresh_auth(request)
+    account, tokens = await _auth_service(request).refresh_session(ctx)
+    return session_view(account, tokens)
+
+
+@get(NS + "getSession")
+async def get_session(request: Request) -> dict:
+    ctx = await access_auth(request)
+    account = await _auth_service(request).account_for(ctx)
+    return session_view(account)
+
+
+@post(NS + "deleteSession", status_code=200)
+async def delete_session(request: Request) -> None:
+    ctx = await refresh_auth(request)
+    await _auth_service(request).delete_session(ctx)
+
+
+@post(NS + "createAppPassword", status_code=200)
+async def create_app_password(request: Request) -> dict:
+    ctx = await access_auth(request, full=True)
+    body = await json_body(request)
+    name = body_str(body, "name", max_len=200)
+    privileged = body_bool(body, "privileged", False)
+    return await _auth_service(request).create_app_password(ctx, name, bool(privileged))
+
+
+@get(NS + "listAppPasswords")
+async def list_app_passwords(request: Request) -> dict:
+    ctx = await access_auth(request)
+    return {"passwords": await _auth_service(request).list_app_passwords(ctx)}
+
+
+@post(NS + "revokeAppPassword", status_code=200)
+async def revoke_app_password(request: Request) -> None:
+    ctx = await access_auth(request, full=True)
+    body = await json_body(request)
+    name = body_str(body, "name", max_len=200)
+    await _auth_service(request).revoke_app_password(ctx, name)
+
+
+@get(NS + "checkAccountStatus")
+async def check_account_status(request: Request) -> dict:
+    ctx = await access_auth(request)
+    svc = services(request)
+    account = await _auth_service(request).account_for(ctx)
+    status: dict[str, Any] = {
+        "activated": (account.get("status") or "active") == "active",
+        "validDid": True,
+        "repoCommit": "",
+        "repoRev": "",
+        "repoBlocks": 0,
+        "indexedRecords": 0,
+        "privateStateValues": 0,
+        "expectedBlobs": 0,
+        "importedBlobs": 0,
+    }
+    repo = svc.repo
+    if repo is not None and hasattr(repo, "account_status"):
+        status.update(await repo.account_status(ctx.did))
+    return status
+
+
+ROUTES = [
+    describe_server,
+    create_session,
+    refresh_session,
+    get_session,
+    delete_session,
+    create_app_password,
+    list_app_passwords,
+    revoke_app_password,
+    check_account_status,
+]

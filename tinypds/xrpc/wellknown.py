@@ -1,0 +1,57 @@
+"""Non-lexicon routes: /xrpc/_health, /robots.txt, /.well-known/atproto-did, the root page,
+and the /xrpc/<nsid> catch-all (501 MethodNotImplemented; later the proxy takes these).
+
+Imports Litestar, errors and the routing helpers only.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get, route
+
+from .. import __version__
+from ..core.syntax import is_valid_nsid
+from ..errors import InvalidRequest, MethodNotImplemented, NotFound
+from .routing import services
+
+ROBOTS = "# Hello!\n\n# Crawling the public API is allowed\nUser-agent: *\nAllow: /\n"
+HOME = (
+    "This is an AT Protocol Personal Data Server (tinypds).\n\n"
+    "Most API routes are under /xrpc/\n"
+)
+
+
+@get("/xrpc/_health")
+async def health() -> dict:
+    return {"version": __version__}
+
+
+@get("/robots.txt", media_type="text/plain")
+async def robots() -> str:
+    return ROBOTS
+
+
+@get("/", media_type="text/plain")
+async def home() -> str:
+    return HOME
+
+
+@get("/.well-known/atproto-did", media_type="text/plain")
+async def atproto_did(request: Request) -> str:
+    """The account's DID when the requested host is the account's handle."""
+    account = services(request).account
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
+    info = await account.describe() if account is not None and hasattr(account, "describe") else None
+    if info is None or not host or (info.get("handle") or "").lower() != host:
+        raise NotFound("User not found")
+    return info["did"]
+
+
+@route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+async def unknown_method(nsid: str) -> Response:
+    if not is_valid_nsid(nsid):
+        raise InvalidRequest(f"Invalid XRPC method name: {nsid[:100]}")
+    raise MethodNotImplemented("Method Not Implemented")
+
+
+ROUTES = [health, robots, home, atproto_did]
+FALLBACK_ROUTES = [unknown_method]
