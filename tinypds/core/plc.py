@@ -104,21 +104,22 @@ def build_atproto_operation(
     )
 
 
-def build_update(state: PlcState, **changes: Any) -> dict:
-    """An unsigned op that follows `state`, replacing the given fields.
-
-    Keywords: rotation_keys, verification_methods, also_known_as, services.
-    """
+def build_update(
+    state: PlcState,
+    *,
+    rotation_keys: Iterable[str] | None = None,
+    verification_methods: dict[str, str] | None = None,
+    also_known_as: Iterable[str] | None = None,
+    services: dict[str, dict[str, str]] | None = None,
+) -> dict:
+    """An unsigned op that follows `state`, replacing the fields given."""
     if state.tombstoned:
         raise PlcError("the DID is tombstoned")
-    unknown = set(changes) - {"rotation_keys", "verification_methods", "also_known_as", "services"}
-    if unknown:
-        raise TypeError(f"unknown fields: {sorted(unknown)}")
     return build_operation(
-        changes.get("rotation_keys", state.rotation_keys),
-        changes.get("verification_methods", state.verification_methods),
-        changes.get("also_known_as", state.also_known_as),
-        changes.get("services", state.services),
+        state.rotation_keys if rotation_keys is None else rotation_keys,
+        state.verification_methods if verification_methods is None else verification_methods,
+        state.also_known_as if also_known_as is None else also_known_as,
+        state.services if services is None else services,
         state.prev,
     )
 
