@@ -1,0 +1,239 @@
+"""BlobService: streamed blob upload and download, listing, and garbage collection.
+
+No HTTP types; never imports apsw (SQL lives in store/blobs.py). Memory stays flat: an
+upload is hashed incrementally and written as 64 KiB parts in ~1 MiB write transactions
+(never the whole blob, never one long transaction); a download reads ~1 MiB of parts per
+off-loop read. Lifecycle is driven by SQL triggers on record_blobs (migration 0003), in
+the same transaction as the commit that adds or removes a reference: a referenced blob
+becomes 'permanent', one whose last reference goes becomes 'orphan'. So the repo service
+needs no hook; `gc_blobs(now)` (run periodically and at startup) deletes orphans, expired
+temp uploads and leftovers of interrupted uploads, in bounded batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any, AsyncIterable, AsyncIterator, Callable
+
+from ..config import Settings
+from ..core.cid import RAW, CID, cid_for_raw_digest
+from ..core.mime import SNIFF_BYTES, choose_mime
+from ..errors import BlobNotFound, BlobTooLarge, InvalidRequest
+from ..store import blobs as store
+from ..store.blobs import PART_SIZE, BlobMeta
+
+log = logging.getLogger("tinypds.blobs")
+
+WRITE_BATCH_PARTS = 16  # 1 MiB per write transaction
+READ_BATCH_PARTS = 16  # 1 MiB per off-loop read
+DELETE_BATCH_PARTS = 64  # 4 MiB of parts freed per write transaction
+
+
+class BlobService:
+    """Blobs of the one account. `db` is a store.db.Database; `clock()` returns epoch seconds."""
+
+    def __init__(self, db: Any, settings: Settings, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.max_bytes = settings.blob_max_bytes
+        self.temp_ttl = settings.blob_temp_ttl_seconds
+        self.clock = clock
+
+    # ---- upload ----------------------------------------------------------------------
+    async def upload(
+        self, chunks: AsyncIterable[bytes], declared_mime: str | None = None, expected_size: int | None = None
+    ) -> BlobMeta:
+        """Store a streamed blob; returns its metadata (`.ref()` is the lexicon blob object).
+
+        Raises BlobTooLarge past the size limit, InvalidRequest if `expected_size` (the
+        Content-Length) does not match. On any failure nothing of the upload remains.
+        """
+        if expected_size is not None and expected_size > self.max_bytes:
+            raise BlobTooLarge(f"This file is too large. It is {expected_size} bytes but the maximum is {self.max_bytes}.")
+        hasher = hashlib.sha256()
+        buf = bytearray()
+        pending: list[bytes] = []
+        head = b""
+        total = 0
+        written = 0  # parts already in the database
+        blob_id: int | None = None
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                total += len(chunk)
+                if total > self.max_bytes:
+                    raise BlobTooLarge(f"This file is too large. The maximum is {self.max_bytes} bytes.")
+                if expected_size is not None and total > expected_size:
+                    raise InvalidRequest("Request body is longer than its Content-Length")
+                hasher.update(chunk)
+                if len(head) < SNIFF_BYTES:
+                    head += bytes(chunk[: SNIFF_BYTES - len(head)])
+                view = memoryview(chunk)
+                pos = 0
+                while pos < len(view):
+                    take = min(PART_SIZE - len(buf), len(view) - pos)
+                    buf += view[pos : pos + take]
+                    pos += take
+                    if len(buf) == PART_SIZE:
+                        pending.append(bytes(buf))
+                        buf.clear()
+                if len(pending) >= WRITE_BATCH_PARTS:
+                    blob_id = await self.db.awrite(self._write_parts(blob_id, written, pending))
+                    written += len(pending)
+                    pending = []
+            if expected_size is not None and total != expected_size:
+                raise InvalidRequest("Request body is shorter than its Content-Length")
+            if buf:
+                pending.append(bytes(buf))
+                buf.clear()
+            cid = cid_for_raw_digest(hasher.digest())
+            mime = choose_mime(head, declared_mime)
+            now = store.iso_time(self.clock())
+
+            def finish(conn: Any) -> tuple[int, BlobMeta, bool]:
+                bid = self._write_parts(blob_id, written, pending)(conn)
+                meta, dedup = store.finish_upload(conn, bid, cid, mime, total, now)
+                return bid, meta, dedup
+
+            blob_id, meta, dedup = await self.db.awrite(finish)
+        except BaseException:
+            if blob_id is not None:
+                await self._discard(blob_id)
+            raise
+        if dedup:
+            await self._purge(blob_id)  # the duplicate upload's parts
+        return meta
+
+    def _write_parts(self, blob_id: int | None, first_idx: int, parts: list[bytes]) -> Callable[[Any], int]:
+        """A write function appending `parts`; creates the upload row on first use."""
+
+        def run(conn: Any) -> int:
+            bid = blob_id if blob_id is not None else store.begin_upload(conn, store.iso_time(self.clock()))
+            if parts:
+                store.put_parts(conn, bid, first_idx, parts)
+            return bid
+
+        return run
+
+    async def _discard(self, blob_id: int) -> None:
+        """Remove a failed upload; leftovers (e.g. on shutdown) are collected at startup."""
+        try:
+            await self.db.awrite(lambda conn: store.kill(conn, blob_id))
+            await self._purge(blob_id)
+        except Exception:  # the original error matters more; GC will finish the job
+            log.warning("could not discard interrupted upload %s; it will be collected later", blob_id)
+
+    async def _purge(self, blob_id: int) -> None:
+        """Delete a dead blob's parts in bounded write transactions, then its row."""
+        while not await self.db.awrite(lambda conn: store.delete_dead_parts(conn, blob_id, DELETE_BATCH_PARTS)):
+            await asyncio.sleep(0)
+
+    # ---- download ----------------------------------------------------------------------
+    def blob_meta(self, cid: CID) -> BlobMeta | None:
+        """Metadata of a stored blob in any state (a short inline point read)."""
+        return self.db.read(lambda conn: store.get_meta(conn, cid))
+
+    async def open_blob(self, cid: CID | str, *, include_temp: bool = False) -> tuple[str, int, AsyncIterator[bytes]]:
+        """(mime, size, chunks) of a stored blob; BlobNotFound unless it is permanent
+        (temp uploads are not served until a record references them)."""
+        cid = _parse_cid(cid)
+        meta = self.blob_meta(cid)
+        allowed = ("permanent", "temp") if include_temp else ("permanent",)
+        if meta is None or meta.status not in allowed:
+            raise BlobNotFound("Blob not found")
+        return meta.mime, meta.size, self._stream(cid, meta.size)
+
+    async def _stream(self, cid: CID, size: int) -> AsyncIterator[bytes]:
+        total_parts = store.part_count(size)
+        idx = 0
+        sent = 0
+        while idx < total_parts:
+            first = idx
+            parts = await self.db.aread(lambda conn: store.read_parts(conn, cid, first, READ_BATCH_PARTS))
+            if not parts:
+                raise BlobNotFound(f"Blob {cid} was deleted while being read")
+            for part in parts:
+                sent += len(part)
+                yield part
+            idx += len(parts)
+        if sent != size:
+            raise BlobNotFound(f"Blob {cid} changed while being read")
+
+    async def read_all(self, cid: CID | str, *, include_temp: bool = False) -> bytes:
+        """The whole blob (tests and small blobs only; streaming callers use open_blob)."""
+        _mime, _size, chunks = await self.open_blob(cid, include_temp=include_temp)
+        return b"".join([c async for c in chunks])
+
+    # ---- listing -----------------------------------------------------------------------
+    async def list_blobs(
+        self, since_rev: str | None = None, cursor: str | None = None, limit: int = 500
+    ) -> tuple[list[str], str | None]:
+        """com.atproto.sync.listBlobs: CIDs referenced by records (changed after since_rev)."""
+        after = _parse_cursor(cursor)
+        cids = await self.db.aread(lambda conn: store.list_referenced(conn, since_rev, after, limit))
+        out = [str(c) for c in cids]
+        return out, (out[-1] if len(out) == limit else None)
+
+    async def list_missing_blobs(self, cursor: str | None = None, limit: int = 500) -> tuple[list[dict[str, str]], str | None]:
+        """com.atproto.repo.listMissingBlobs: [{cid, recordUri}] referenced but not stored."""
+        after = _parse_cursor(cursor)
+
+        def run(conn: Any) -> tuple[str | None, list[tuple[CID, str, str]]]:
+            return store.repo_did(conn), store.list_missing(conn, after, limit)
+
+        did, rows = await self.db.aread(run)
+        out = [{"cid": str(cid), "recordUri": f"at://{did}/{coll}/{rkey}"} for cid, coll, rkey in rows]
+        return out, (out[-1]["cid"] if len(out) == limit else None)
+
+    # ---- garbage collection -----------------------------------------------------------
+    async def gc_blobs(self, now: float | None = None, *, startup: bool = False) -> int:
+        """Delete orphans, temp uploads older than the TTL and stale uploads; returns how many.
+
+        `startup=True` also removes every 'uploading' row (no upload survives a restart).
+        """
+        now = self.clock() if now is None else now
+        temp_before = store.iso_time(now - self.temp_ttl)
+        uploading_before = None if startup else temp_before
+        dead = await self.db.awrite(lambda conn: store.collect(conn, temp_before, uploading_before))
+        for blob_id in dead:
+            await self._purge(blob_id)
+        if dead:
+            log.info("blob gc removed %d blob(s)", len(dead))
+        return len(dead)
+
+    async def gc_forever(self, interval_seconds: float = 600.0) -> None:
+        """Run gc_blobs every `interval_seconds` (start as a task from the app lifespan)."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                await self.gc_blobs()
+            except Exception:
+                log.exception("blob gc failed")
+
+    def counts(self) -> dict[str, int]:
+        """{status: blobs} and 'parts' (admin and tests)."""
+        return self.db.read(store.status_counts)
+
+
+def _parse_cid(cid: CID | str) -> CID:
+    if isinstance(cid, CID):
+        return cid
+    try:
+        parsed = CID.parse(cid)
+    except ValueError:
+        raise InvalidRequest(f"Invalid CID: {cid!r}") from None
+    if parsed.codec != RAW:
+        raise BlobNotFound("Blob not found")
+    return parsed
+
+
+def _parse_cursor(cursor: str | None) -> CID | None:
+    if not cursor:
+        return None
+    try:
+        return CID.parse(cursor)
+    except ValueError:
+        raise InvalidRequest("Invalid cursor") from None
