@@ -11,7 +11,7 @@ import pytest
 
 from tinypds.config import Settings
 from tinypds.core.cid import cid_for_raw
-from tinypds.errors import BlobNotFound, BlobTooLarge, InvalidRequest
+from tinypds.errors import BlobNotFound, BlobTooLarge, InvalidRequest, RepoNotFound
 from tinypds.services.blobs import BlobService
 from tinypds.store import records
 from tinypds.store.blobs import PART_SIZE
@@ -209,5 +209,10 @@ def test_list_blobs_and_missing(env) -> None:
     rest, cursor2 = run(svc.list_blobs(cursor=cursor, limit=1))
     assert sorted(cids + rest) == sorted([str(stored.cid), str(absent)])
     assert run(svc.list_blobs(cursor=cursor2, limit=1)) == ([], None)
+    assert run(svc.read_all(stored.cid)) == b"stored"
+    _mime, size, _chunks = run(svc.open_blob(stored.cid, did="did:plc:abc"))
+    assert size == 6
+    with pytest.raises(RepoNotFound):
+        run(svc.open_blob(stored.cid, did="did:plc:someoneelse"))
     missing, cur = run(svc.list_missing_blobs())
     assert missing == [{"cid": str(absent), "recordUri": "at://did:plc:abc/app.bsky.feed.post/2"}] and cur is None

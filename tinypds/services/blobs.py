@@ -21,7 +21,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable
 from ..config import Settings
 from ..core.cid import RAW, CID, cid_for_raw_digest
 from ..core.mime import SNIFF_BYTES, choose_mime
-from ..errors import BlobNotFound, BlobTooLarge, InvalidRequest
+from ..errors import BlobNotFound, BlobTooLarge, InvalidRequest, RepoNotFound
 from ..store import blobs as store
 from ..store.blobs import PART_SIZE, BlobMeta
 
@@ -136,9 +136,14 @@ class BlobService:
         """Metadata of a stored blob in any state (a short inline point read)."""
         return self.db.read(lambda conn: store.get_meta(conn, cid))
 
-    async def open_blob(self, cid: CID | str, *, include_temp: bool = False) -> tuple[str, int, AsyncIterator[bytes]]:
+    async def open_blob(
+        self, cid: CID | str, *, did: str | None = None, include_temp: bool = False
+    ) -> tuple[str, int, AsyncIterator[bytes]]:
         """(mime, size, chunks) of a stored blob; BlobNotFound unless it is permanent
-        (temp uploads are not served until a record references them)."""
+        (temp uploads are not served until a record references them). `did` (getBlob's
+        parameter) must be this server's account, else RepoNotFound."""
+        if did is not None and did != self.db.read(store.repo_did):
+            raise RepoNotFound(f"Could not find repo for DID: {did}")
         cid = _parse_cid(cid)
         meta = self.blob_meta(cid)
         allowed = ("permanent", "temp") if include_temp else ("permanent",)
