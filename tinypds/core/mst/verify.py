@@ -1,0 +1,64 @@
+"""Streaming structural verification of a whole MST read from storage.
+
+Owns `verify_tree`. Pure. Memory is O(depth * fanout): nodes are decoded one at a time
+straight from the source (no cache) and dropped after their entries are walked.
+Tricky bits: every block is hashed, strictly decoded and re-encoded (canonical CBOR and
+prefix compression), heights are checked against the layer the parent implies, and the
+global in-order key sequence must be strictly increasing (which also proves each subtree
+lies inside its parent's key range). An untrimmed root or an empty inner node is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..blocks import BlockSource, MissingBlockError
+from ..cid import CID
+from .node import MstError, Node, load_node
+
+
+def _load(source: BlockSource, cid: CID, layer: int | None, parent: CID | None) -> Node:
+    try:
+        return load_node(source, cid, layer, None, True)
+    except MissingBlockError:
+        where = f" (linked from {parent})" if parent is not None else ""
+        raise MstError(f"missing MST node {cid}{where}") from None
+
+
+def verify_tree(source: BlockSource, root: CID) -> Iterator[tuple[str, CID]]:
+    """Yield (key, value) of a tree while proving it canonical; raises MstError on the first fault."""
+    node = _load(source, CID(root), None, None)
+    if node.layer is None:  # no keys in the root
+        if node.subs[0] is not None:
+            raise MstError(f"MST root {node.cid}: no entries but points to a subtree (untrimmed root)")
+        return
+    last: bytes | None = None
+    # frames: [node, position]; position 2i visits subs[i], position 2i+1 emits keys[i]
+    stack: list[list] = [[node, 0]]
+    while stack:
+        frame = stack[-1]
+        node, pos = frame
+        if pos > 2 * len(node.keys):
+            stack.pop()
+            continue
+        frame[1] = pos + 1
+        i = pos >> 1
+        if pos & 1:
+            key = node.keys[i]
+            if last is not None and key <= last:
+                raise MstError(
+                    f"MST node {node.cid}: key {key.decode('ascii', 'replace')!r} is not greater than "
+                    f"the previous key {last.decode('ascii', 'replace')!r} (keys out of order or out of range)"
+                )
+            last = key
+            yield key.decode("ascii"), node.vals[i]
+        else:
+            sub = node.subs[i]
+            if sub is None:
+                continue
+            if node.layer == 0:
+                raise MstError(f"MST node {node.cid}: layer-0 node has a subtree")
+            child = _load(source, sub, node.layer - 1, node.cid)
+            if child.is_empty():
+                raise MstError(f"MST node {child.cid}: empty non-root node (linked from {node.cid})")
+            stack.append([child, 0])
