@@ -212,15 +212,15 @@ def write_repo_car(path: str | os.PathLike, n: int, key: Any, did: str, seed: in
                 builder.add(f"{collection}/{rkey}", cid)
             root = builder.finish()
         rev = rev or tid_from_parts(1_760_000_000_000_000 + n, 7)
-        commit = build_commit_from_root(did, root, rev, key.sign)
+        commit_cid, commit_block = build_commit_from_root(did, root, rev, key.sign)
         with open(path, "wb") as out, open(tmp.name, "rb") as blocks:
-            out.write(car.encode_header([commit.cid]))
-            out.write(car.encode_block(commit.cid, commit.commit_block))
+            out.write(car.encode_header([commit_cid]))
+            out.write(car.encode_block(commit_cid, commit_block))
             while chunk := blocks.read(1 << 20):
                 out.write(chunk)
     finally:
         os.unlink(tmp.name)
-    return {"commit": commit.cid, "data": root, "rev": rev, "records": n, "blocks": nblocks + 1,
+    return {"commit": commit_cid, "data": root, "rev": rev, "records": n, "blocks": nblocks + 1,
             "bytes": path.stat().st_size}
 
 

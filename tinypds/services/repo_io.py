@@ -1,0 +1,420 @@
+"""Repo CAR import, export and deep verification, streaming with memory flat in repo size.
+
+No HTTP types, no SQL (store.*). Import runs in ONE write transaction on the writer thread:
+blocks stream from the CAR into SQLite (hash-checked, duplicates refused, sorted batches),
+then the commit is checked and the MST verified by a streaming walk (core.mst.verify_tree)
+over the SQLite blocks while the record index is rebuilt; any problem raises RepoIOError
+(one line) and rolls everything back. Export walks the tree from one read snapshot:
+commit, then each MST node followed by its entries' records and subtrees (key order).
+Tricky bits: into an empty data dir the repo is kept exactly as signed (an offline copy);
+into the same DID's account it is re-signed with the account key and a higher rev; the
+blocks table then holds exactly the imported repo (plus unreferenced CAR blocks, counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
+
+from ..core import car as car_core
+from ..core import events as events_core
+from ..core.blocks import MissingBlockError
+from ..core.cid import CID
+from ..core.commit import CommitError, build_commit_from_root, verify_commit
+from ..core.crypto import parse_did_key
+from ..core.mst import MstError, verify_tree
+from ..core.mst.node import decode_node
+from ..core.tid import TidClock
+from ..store import accounts as accounts_db
+from ..store import blocks as blocks_db
+from ..store import events as events_db
+from ..store import records as records_db
+from ..store import repo as repo_db
+from ..store.blocks import DuplicateBlock, SqliteBlocks
+from ..store.db import Database
+from .repo import default_clock, iso_now
+
+BATCH = 4000
+Progress = Callable[[str, int], None]  # (phase, items done since last call)
+
+
+class RepoIOError(Exception):
+    """Import/export/verify failed; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class RepoSummary:
+    did: str
+    commit_cid: CID
+    rev: str
+    data_cid: CID
+    records: int
+    blocks: int
+    bytes: int
+    signature: str  # how the commit signature was checked (or why it could not be)
+
+
+@dataclass(frozen=True)
+class ImportResult(RepoSummary):
+    imported_commit: CID | None = None
+    imported_rev: str = ""
+    resigned: bool = False
+    unreferenced_blocks: int = 0
+
+
+def _noop(phase: str, n: int) -> None:
+    pass
+
+
+# ---- verification shared by import and verify ----------------------------------------
+
+
+def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[tuple[str, Any]]) -> tuple[dict, str]:
+    """Verify the commit's shape and, when a key is known, its signature. Returns (commit, how)."""
+    if did_key is not None:
+        try:
+            pub = parse_did_key(did_key)
+        except ValueError as exc:
+            raise RepoIOError(f"--did-key is not a valid did:key: {exc}") from None
+        try:
+            return verify_commit(commit_bytes, pub.verify), f"valid (signed by {did_key})"
+        except CommitError as exc:
+            raise RepoIOError(f"commit {exc} with {did_key}") from None
+    try:
+        obj = verify_commit(commit_bytes, lambda msg, sig: True)  # shape only
+    except CommitError as exc:
+        raise RepoIOError(str(exc)) from None
+    unsigned = dict(obj)
+    sig = unsigned.pop("sig")
+    from ..core import dagcbor
+
+    msg = dagcbor.encode(unsigned)
+    for label, pub in fallback_keys:
+        if pub.verify(msg, sig):
+            return obj, f"valid (signed by {label})"
+    return obj, "NOT CHECKED: no key to check it with (pass --did-key did:key:...; DID resolution comes later)"
+
+
+def _walk_index(conn: Any, data_root: CID, rev: str, progress: Progress) -> tuple[int, int]:
+    """Verify the MST from SQLite and (re)build the record index + record_blobs.
+
+    Returns (records, MST nodes)."""
+    source = SqliteBlocks(conn, cache_size=0)
+    rows: list[tuple[str, str, bytes, str]] = []
+    blob_rows: list[tuple[str, str, bytes]] = []
+    n = 0
+    get = source.get_block
+    try:
+        for key, cid in verify_tree(source, data_root):
+            data = get(cid)
+            if data is None:
+                raise RepoIOError(f"missing record block {cid} for {key}")
+            collection, _, rkey = key.partition("/")
+            rows.append((collection, rkey, bytes(cid), rev))
+            if b"mimeType" in data:  # cheap pre-filter: only records with blob refs get decoded
+                for b in repo_db.blob_refs(data):
+                    blob_rows.append((collection, rkey, bytes(b)))
+            n += 1
+            if len(rows) >= BATCH:
+                records_db.put_records(conn, rows)
+                records_db.put_record_blobs(conn, blob_rows)
+                progress("records", len(rows))
+                rows.clear()
+                blob_rows.clear()
+    except MstError as exc:
+        raise RepoIOError(f"invalid MST: {exc}") from None
+    except MissingBlockError as exc:
+        raise RepoIOError(str(exc)) from None
+    records_db.put_records(conn, rows)
+    records_db.put_record_blobs(conn, blob_rows)
+    progress("records", len(rows))
+    return n, source.reads - n
+
+
+# ---- import ------------------------------------------------------------------------------
+
+
+def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress) -> tuple[CID, bytes, int, int]:
+    """Stream CAR blocks into the (emptied) blocks table. Returns (root, commit bytes, blocks, bytes)."""
+    try:
+        roots, blocks = car_core.read_car_stream(fh)
+    except car_core.CarError as exc:
+        raise RepoIOError(f"not a valid CAR file: {exc}") from None
+    if not roots:
+        raise RepoIOError("the CAR has no root (a repo CAR's first root must be its commit)")
+    root = CID(roots[0])
+    commit_bytes: bytes | None = None
+    rev = ""
+    batch: list[tuple[bytes, bytes]] = []
+    count = size = 0
+    try:
+        for cid, data in blocks:
+            if cid == root:
+                commit_bytes = data
+                rev = _peek_rev(data)
+            batch.append((cid, data))
+            count += 1
+            size += len(data)
+            if len(batch) >= BATCH:
+                blocks_db.put_blocks_unique(conn, batch, rev)
+                progress("blocks", len(batch))
+                batch.clear()
+        blocks_db.put_blocks_unique(conn, batch, rev)
+        progress("blocks", len(batch))
+    except car_core.CarError as exc:
+        raise RepoIOError(f"corrupt CAR after {count} blocks: {exc}") from None
+    except DuplicateBlock as exc:
+        raise RepoIOError(f"the CAR holds block {exc.cid} more than once") from None
+    if commit_bytes is None:
+        raise RepoIOError(f"the CAR's root commit block {root} is missing")
+    return root, commit_bytes, count, size
+
+
+def _peek_rev(commit_bytes: bytes) -> str:
+    from ..core import dagcbor
+
+    try:
+        obj = dagcbor.decode(commit_bytes, strict=False)
+        rev = obj.get("rev") if isinstance(obj, dict) else None
+    except dagcbor.DagCborError:
+        rev = None
+    return rev if isinstance(rev, str) else ""
+
+
+def import_car(db: Database, fh: BinaryIO, *, did_key: str | None = None, keys: Any = None,
+               clock: TidClock | None = None, progress: Progress | None = None,
+               now: float | None = None) -> ImportResult:
+    """Import a repo CAR (see module docstring). Raises RepoIOError; the database is then untouched."""
+    progress = progress or _noop
+    clock = clock or default_clock()
+    return db.write(lambda conn: _import(conn, fh, did_key, keys, clock, progress, now))
+
+
+def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidClock,
+            progress: Progress, now: float | None) -> ImportResult:
+    account = accounts_db.get_account(conn)
+    before = repo_db.get_root(conn, account.did) if account else None
+    records_db.delete_all_records(conn)
+    blocks_db.delete_all_blocks(conn)
+
+    root, commit_bytes, nblocks, nbytes = _stream_blocks_in(conn, fh, progress)
+    fallback = []
+    signer = None
+    if account is not None and account.status != "offline-copy" and keys is not None:
+        try:
+            signer = keys.get_key(account.did, "signing")
+        except Exception as exc:
+            raise RepoIOError(f"cannot re-sign the imported repo: {exc}") from None
+        fallback.append(("this account's signing key", signer.public_key()))
+    commit, how = _check_commit(commit_bytes, did_key, fallback)
+    did, rev, data_root = commit["did"], commit["rev"], commit["data"]
+    if account is not None and account.did != did:
+        raise RepoIOError(f"the CAR is the repo of {did}, but this data directory holds {account.did}; refusing to mix accounts")
+    blocks_db.set_missing_rev(conn, rev)
+    nrecords, nnodes = _walk_index(conn, data_root, rev, progress)
+
+    time = iso_now(now)
+    resigned = False
+    commit_cid, commit_rev = root, rev
+    if account is None:
+        accounts_db.create_account(conn, did, None, time, status="offline-copy")
+    elif account.status != "offline-copy":
+        if signer is None:
+            raise RepoIOError(f"no key store to re-sign the repo of {did} with")
+        floor = max(rev, before.rev) if before is not None else rev
+        commit_rev = clock.next_after(floor)
+        commit_cid, block = build_commit_from_root(did, data_root, commit_rev, signer.sign)
+        blocks_db.put_blocks(conn, [(commit_cid, block)], commit_rev)
+        blocks_db.delete_blocks(conn, [root])
+        body = events_core.encode_body(events_core.sync_body(did, commit_cid, block, commit_rev, time))
+        events_db.append_event(conn, events_core.SYNC, did, time, body)
+        resigned = True
+    repo_db.set_root(conn, did, commit_cid, commit_rev, data_root)
+    total_blocks, total_bytes = blocks_db.count_blocks(conn)
+    distinct_records = conn.execute("SELECT count(DISTINCT cid) FROM records").fetchone()[0]
+    referenced = 1 + nnodes + distinct_records
+    return ImportResult(did, commit_cid, commit_rev, data_root, nrecords, total_blocks, total_bytes, how,
+                        imported_commit=root, imported_rev=rev, resigned=resigned,
+                        unreferenced_blocks=max(0, total_blocks - referenced))
+
+
+# ---- export ------------------------------------------------------------------------------
+
+
+def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[CID, bytes]]:
+    """MST nodes and records in depth-first key order: node, left subtree, (record, right subtree)..."""
+    get = conn.execute
+    sql = "SELECT data FROM blocks WHERE cid = ?"
+
+    def block(cid: CID, what: str) -> bytes:
+        row = get(sql, (cid,)).fetchone()
+        if row is None:
+            raise RepoIOError(f"stored repo is missing {what} {cid}; run `tinypds verify`")
+        return row[0]
+
+    stack: list[tuple[int, Any]] = [(0, data_root)]  # (kind, cid): 0 = node, 1 = record
+    while stack:
+        kind, cid = stack.pop()
+        if kind:
+            yield cid, block(cid, "record")
+            continue
+        data = block(cid, "MST node")
+        yield cid, data
+        node = decode_node(data, cid)
+        todo = []
+        if node.subs[0] is not None:
+            todo.append((0, node.subs[0]))
+        for v, t in zip(node.vals, node.subs[1:]):
+            todo.append((1, v))
+            if t is not None:
+                todo.append((0, t))
+        todo.reverse()
+        stack.extend(todo)
+
+
+def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """The current repo as CAR v1 chunks, from one read snapshot (sync generator)."""
+    with db.reader() as conn:
+        root = repo_db.get_root(conn)
+        if root is None:
+            raise RepoIOError("this data directory holds no repo yet (run `tinypds import FILE.car` or create an account)")
+        commit = blocks_db.get_block(conn, root.commit_cid)
+        if commit is None:
+            raise RepoIOError(f"stored repo is missing its commit block {root.commit_cid}; run `tinypds verify`")
+
+        def blocks() -> Iterator[tuple[CID, bytes]]:
+            yield root.commit_cid, commit
+            yield from _walk_blocks(conn, root.data_cid)
+
+        yield from car_core.write_car([root.commit_cid], blocks(), chunk_size)
+
+
+def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) -> int:
+    """Write the repo CAR to a binary stream; returns bytes written."""
+    progress = progress or _noop
+    total = 0
+    for chunk in iter_export(db):
+        out.write(chunk)
+        total += len(chunk)
+        progress("bytes", len(chunk))
+    return total
+
+
+async def aiter_export(db: Database, queue_size: int = 8) -> AsyncIterator[bytes]:
+    """iter_export on a worker thread, handed to the event loop through a bounded queue."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(queue_size)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in iter_export(db):
+                if stop.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            asyncio.run_coroutine_threadsafe(queue.put(done), loop).result()
+        except BaseException as exc:  # hand the error to the consumer
+            if not stop.is_set():
+                asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
+
+    task = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():
+            queue.get_nowait()
+        await asyncio.shield(task) if task.done() else None
+
+
+# ---- verify ------------------------------------------------------------------------------
+
+
+def verify_stored(db: Database, *, did_key: str | None = None, keys: Any = None,
+                  progress: Progress | None = None) -> RepoSummary:
+    """Deep-verify the stored repo (read-only). Raises RepoIOError at the first problem."""
+    progress = progress or _noop
+    with db.reader() as conn:
+        root = repo_db.get_root(conn)
+        if root is None:
+            raise RepoIOError("this data directory holds no repo to verify")
+        account = accounts_db.get_account(conn, root.did)
+        nblocks = nbytes = 0
+        for cid, data in blocks_db.iter_blocks(conn):
+            if not cid.matches(data):
+                raise RepoIOError(f"stored block {cid} does not match its hash (corrupt database)")
+            nblocks += 1
+            nbytes += len(data)
+            if nblocks % BATCH == 0:
+                progress("blocks", BATCH)
+        progress("blocks", nblocks % BATCH)
+        commit_bytes = blocks_db.get_block(conn, root.commit_cid)
+        if commit_bytes is None:
+            raise RepoIOError(f"the commit block {root.commit_cid} is missing")
+        fallback = []
+        if keys is not None and account is not None and account.status != "offline-copy":
+            try:
+                fallback.append(("this account's signing key", keys.get_key(root.did, "signing").public_key()))
+            except Exception as exc:  # a missing key is reported, not fatal to verification
+                raise RepoIOError(f"cannot check the signature: {exc}") from None
+        commit, how = _check_commit(commit_bytes, did_key, fallback)
+        if commit["did"] != root.did or commit["rev"] != root.rev or commit["data"] != root.data_cid:
+            raise RepoIOError("the commit block does not match the stored root (did/rev/data differ)")
+        if fallback and did_key is None and not how.startswith("valid"):
+            raise RepoIOError(f"commit signature does not verify with this account's signing key ({root.did})")
+        nrecords = _compare_index(conn, root.data_cid, progress)
+    return RepoSummary(root.did, root.commit_cid, root.rev, root.data_cid, nrecords, nblocks, nbytes, how)
+
+
+def _compare_index(conn: Any, data_root: CID, progress: Progress) -> int:
+    """Walk the MST (verifying it) in lockstep with the record index; both must list the same pairs."""
+    source = SqliteBlocks(conn, cache_size=0)
+    index = records_db.iter_index_in_mst_order(conn)
+    n = 0
+    try:
+        for key, cid in verify_tree(source, data_root):
+            if source.get_block(cid) is None:
+                raise RepoIOError(f"missing record block {cid} for {key}")
+            entry = next(index, None)
+            if entry is None or entry[0] > key:
+                raise RepoIOError(f"record {key} is in the MST but not in the record index")
+            if entry[0] < key:
+                raise RepoIOError(f"record {entry[0]} is in the record index but not in the MST")
+            if entry[1] != cid:
+                raise RepoIOError(f"record {key}: the index says {entry[1]}, the MST says {cid}")
+            n += 1
+            if n % BATCH == 0:
+                progress("records", BATCH)
+    except MstError as exc:
+        raise RepoIOError(f"invalid MST: {exc}") from None
+    except MissingBlockError as exc:
+        raise RepoIOError(str(exc)) from None
+    extra = next(index, None)
+    if extra is not None:
+        raise RepoIOError(f"record {extra[0]} is in the record index but not in the MST")
+    progress("records", n % BATCH)
+    return n
+
+
+def verify_car_file(path: str | Path, *, did_key: str | None = None, progress: Progress | None = None,
+                    scratch_dir: str | Path | None = None) -> ImportResult:
+    """Deep-verify a CAR file by importing it into a throwaway database (nothing else touched)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tinypds-verify-", dir=scratch_dir) as tmp:
+        db = Database.open(Path(tmp) / "verify.sqlite")
+        try:
+            with open(path, "rb") as fh:
+                return import_car(db, fh, did_key=did_key, progress=progress)
+        finally:
+            db.close()
