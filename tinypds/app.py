@@ -10,8 +10,8 @@ except through services' factories.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -78,42 +78,50 @@ def xrpc_exception_handler(request: Request, exc: Exception) -> Response:
     return Response(content=err.body(), status_code=err.status, headers=err.headers or None, media_type="application/json")
 
 
-def _optional(module: str) -> Any:
-    """Import a service module that may not exist yet (tolerated while the project grows)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-
-
 async def open_services(settings: Settings) -> AppServices:
-    """Open the database and build the services that exist in this build."""
+    """Open the database (migrating it), the key store and the services built on them."""
+    from .services.auth import AuthService, load_jwt_secret
+    from .services.blobs import BlobService
+    from .services.keys import KeyStore
+    from .store.db import Database
+
     svc = AppServices(settings=settings)
-    bootstrap = _optional("tinypds.services.bootstrap")
-    if bootstrap is not None and hasattr(bootstrap, "open_services"):
-        opened = await bootstrap.open_services(settings)
-        for name, value in opened.items():
-            if hasattr(svc, name):
-                setattr(svc, name, value)
-            else:
-                svc.extra[name] = value
+    svc.db = await asyncio.to_thread(Database.open, settings.db_path)
+    try:
+        svc.keys = await asyncio.to_thread(KeyStore.open, settings)
+        secret = await asyncio.to_thread(load_jwt_secret, svc.keys, settings.service_did)
+        svc.auth = AuthService(
+            svc.db,
+            service_did=settings.service_did,
+            jwt_secret=secret,
+            access_ttl=settings.access_token_seconds,
+            refresh_ttl=settings.refresh_token_seconds,
+        )
+        svc.extra["blobs"] = BlobService(svc.db, settings)
+        attach_account(svc)
+    except BaseException:
+        await asyncio.to_thread(svc.db.close)
+        raise
     return svc
 
 
+def attach_account(svc: AppServices) -> None:
+    """(Re)build the per-account services once the database holds an account."""
+    from .services.account import get_account
+    from .services.repo import RepoService
+
+    row = get_account(svc.db)
+    svc.account = row
+    svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys) if row is not None else None
+
+
 async def close_services(svc: AppServices) -> None:
-    for name in ("auth", "repo", "account", "keys"):
-        obj = getattr(svc, name)
+    for obj in (svc.auth, svc.repo, *svc.extra.values()):
         closer = getattr(obj, "aclose", None)
         if closer is not None:
             await closer()
     if svc.db is not None:
-        closer = getattr(svc.db, "aclose", None) or getattr(svc.db, "close", None)
-        if closer is not None:
-            result = closer()
-            if hasattr(result, "__await__"):
-                await result
+        await asyncio.to_thread(svc.db.close)
 
 
 def create_app(
@@ -132,6 +140,7 @@ def create_app(
         try:
             if on_open is not None:
                 await on_open(svc)
+                attach_account(svc)
             yield
         finally:
             if own:

@@ -69,6 +69,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             overrides["port"] = args.port
     settings = settings_from_args(args, **overrides)
     port = args.port if args.port is not None else settings.port
+    local = _is_loopback_host(settings.hostname)
+    if local:
+        # a loopback PDS has no TLS and (by default) keeps its dev keys beside its data
+        changes: dict[str, Any] = {"dev": True}
+        if settings.key_file is None:
+            changes["key_file"] = settings.data_dir / "keys.json"
+            if settings.keyring_backend == "auto":
+                changes["keyring_backend"] = "file"
+        settings = settings.replace(**changes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     import uvicorn
@@ -76,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..app import create_app
 
     on_open = None
-    if not args.no_dev_account and _is_loopback_host(settings.hostname):
+    if not args.no_dev_account and local:
         on_open = _ensure_dev_account
     app = create_app(settings, on_open=on_open)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -97,7 +106,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+DEV_HANDLE = "dev.test"
+
+
 async def _ensure_dev_account(svc: Any) -> None:
-    """First start on a loopback hostname with no account: make one and say so once."""
-    if svc.account is None:
+    """First start on a loopback hostname with no account: make one and say so once.
+
+    The DID is a did:plc computed from a locally signed genesis operation (not published
+    to any directory); the signing and rotation keys go to the KeyStore.
+    """
+    import asyncio
+    import secrets
+
+    from ..core.crypto import K256PrivateKey, format_did_key
+    from ..core.plc import build_atproto_operation, did_for_genesis, sign_operation
+    from ..services.account import create_local_account, get_account
+
+    if get_account(svc.db) is not None:
         return
+    settings = svc.settings
+    signing, rotation = K256PrivateKey.generate(), K256PrivateKey.generate()
+    op = build_atproto_operation(format_did_key(signing), DEV_HANDLE, settings.public_url, [format_did_key(rotation)], None)
+    did = did_for_genesis(sign_operation(op, rotation))
+    password = secrets.token_urlsafe(12)
+    password_hash = await svc.auth.hash_password(password)
+    await asyncio.to_thread(svc.keys.put_key, did, "rotation", rotation)
+    await asyncio.to_thread(
+        create_local_account, svc.db, svc.keys, did, DEV_HANDLE, signing_key=signing, password_hash=password_hash
+    )
+    print(
+        "tinypds: created a LOCAL DEV ACCOUNT (printed only this once)\n"
+        f"  handle:   {DEV_HANDLE}\n  did:      {did}\n  password: {password}",
+        flush=True,
+    )

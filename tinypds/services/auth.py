@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import hashlib
 import re
 import secrets
 import time
@@ -107,6 +108,25 @@ class FailureThrottle:
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
+    """The session-JWT HMAC secret, kept in the KeyStore (never the database); made on first use.
+
+    Stored as a key entry of `owner_did` (the service DID) under purpose "jwt" when the
+    KeyStore knows that purpose, else "signing" (the service DID has no other key); the
+    secret is a domain-separated hash of the entry, so it is never used as a signing key.
+    """
+    from . import keys as keys_module
+    from ..core.crypto import K256PrivateKey
+
+    purpose = "jwt" if "jwt" in getattr(keys_module, "PURPOSES", ()) else "signing"
+    try:
+        key = keys.get_key(owner_did, purpose)
+    except keys_module.KeyMissingError:
+        key = K256PrivateKey.generate()
+        keys.put_key(owner_did, purpose, key)
+    return hashlib.sha256(b"tinypds session jwt v1\0" + key.to_bytes()).digest()
 
 
 def generate_app_password() -> str:

@@ -10,6 +10,7 @@ from litestar import Request, Response, get, route
 
 from .. import __version__
 from ..core.syntax import is_valid_nsid
+from ..services.account import get_account
 from ..errors import InvalidRequest, MethodNotImplemented, NotFound
 from .routing import services
 
@@ -38,12 +39,12 @@ async def home() -> str:
 @get("/.well-known/atproto-did", media_type="text/plain")
 async def atproto_did(request: Request) -> str:
     """The account's DID when the requested host is the account's handle."""
-    account = services(request).account
+    svc = services(request)
     host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
-    info = await account.describe() if account is not None and hasattr(account, "describe") else None
-    if info is None or not host or (info.get("handle") or "").lower() != host:
+    account = get_account(svc.db) if svc.db is not None else None
+    if account is None or not host or (account.handle or "").lower() != host or account.status == "deleted":
         raise NotFound("User not found")
-    return info["did"]
+    return account.did
 
 
 @route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
