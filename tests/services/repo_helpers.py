@@ -56,3 +56,33 @@ def snapshot(db: Database) -> dict:
         out["blocks_sum"] = c.execute("SELECT coalesce(sum(length(data)), 0) FROM blocks").fetchone()[0]
         return out
     return db.read(q)
+
+
+# ---- building repo CARs in memory (small repos for tests) ------------------------------
+
+
+def build_repo_blocks(n: int, key, did: str = DID, seed: int = 0, rev: str = "3m2qrrgwdsk2b"):
+    """(commit_cid, [(cid, data), ...] with the commit first) for n generated records."""
+    from tests.bench.gen_repo import generate_records
+    from tinypds.core import dagcbor
+    from tinypds.core.commit import build_commit_from_root
+    from tinypds.core.mst import TreeBuilder
+
+    blocks: list = []
+    builder = TreeBuilder(lambda c, d: blocks.append((c, d)))
+    seen = set()
+    for collection, rkey, rec in generate_records(n, seed):
+        cid, data = dagcbor.encode_with_cid(rec)
+        if cid not in seen:
+            seen.add(cid)
+            blocks.append((cid, data))
+        builder.add(f"{collection}/{rkey}", cid)
+    root = builder.finish()
+    commit_cid, commit_block = build_commit_from_root(did, root, rev, key.sign)
+    return commit_cid, [(commit_cid, commit_block)] + blocks
+
+
+def car_bytes(roots, blocks) -> bytes:
+    from tinypds.core.car import write_car
+
+    return b"".join(write_car(roots, blocks))

@@ -1,0 +1,195 @@
+"""`tinypds export FILE.car`, `tinypds import FILE.car`, `tinypds verify [FILE.car]`.
+
+Thin over services.repo_io: opens the data directory's database (and the key store only
+when an account needs it), shows progress on stderr, prints a summary on stdout and turns
+every failure into one CliError line that says what to do next. Never imports store SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import CliError, settings_from_args
+from .progress import Progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the repo as a CAR file", description="Stream the current repo as a CAR v1 file (root = commit).")
+    p.add_argument("file", metavar="FILE.car", help="output file ('-' for stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE.car if it exists")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="import a repo CAR file", description=(
+        "Import a repo CAR (e.g. the 'Export my data' file). Into an empty data directory the repo is kept "
+        "exactly as signed (an offline copy); into the same account it is re-signed with the account key."))
+    p.add_argument("file", metavar="FILE.car")
+    p.add_argument("--did-key", metavar="did:key:...", help="check the commit signature with this key")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("verify", help="deep-verify the stored repo or a CAR file", description=(
+        "Check every block hash, the MST (canonical, ordered), the record index and the commit signature."))
+    p.add_argument("file", metavar="FILE.car", nargs="?", help="verify this CAR file instead of the stored repo")
+    p.add_argument("--did-key", metavar="did:key:...", help="check the commit signature with this key")
+    p.set_defaults(func=cmd_verify)
+
+
+class _Phases:
+    """Adapts the services' progress(phase, n) callback to one Progress line per phase."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bars: dict[str, Progress] = {}
+
+    def __call__(self, phase: str, n: int) -> None:
+        bar = self.bars.get(phase)
+        if bar is None:
+            for other in self.bars.values():
+                other.done()
+            bar = self.bars[phase] = Progress(f"{self.label} {phase}", unit=phase)
+        bar.update(n)
+
+    def finish(self) -> None:
+        if self.bars:
+            list(self.bars.values())[-1].done()
+
+
+def _open_db(settings: Any, create: bool):
+    from ..store.db import Database, DatabaseError
+
+    try:
+        return Database.open(settings.db_path, create=create)
+    except DatabaseError as exc:
+        if not create and not settings.db_path.exists():
+            raise CliError(f"no database at {settings.db_path}; pass --data DIR or import a repo first") from None
+        raise CliError(str(exc)) from None
+
+
+def _keys(settings: Any):
+    from ..services.keys import KeyStore, KeyStoreError
+
+    try:
+        return KeyStore.open(settings, os.environ.get("CREDENTIALS_DIRECTORY"))
+    except KeyStoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _check_did_key(did_key: str | None) -> None:
+    if did_key is None:
+        return
+    from ..core.crypto import parse_did_key
+
+    try:
+        parse_did_key(did_key)
+    except ValueError as exc:
+        raise CliError(f"--did-key: {exc}") from None
+
+
+def _print_summary(s: Any, out=None) -> None:
+    out = out or sys.stdout
+    print(f"repo      {s.did}", file=out)
+    print(f"commit    {s.commit_cid}  rev {s.rev}", file=out)
+    print(f"data      {s.data_cid}", file=out)
+    print(f"records   {s.records:,}", file=out)
+    print(f"blocks    {s.blocks:,} ({s.bytes:,} bytes)", file=out)
+    print(f"signature {s.signature}", file=out)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..services.repo_io import RepoIOError, export_car
+
+    settings = settings_from_args(args)
+    db = _open_db(settings, create=False)
+    phases = _Phases("export")
+    try:
+        if args.file == "-":
+            n = export_car(db, sys.stdout.buffer, phases)
+        else:
+            dest = Path(args.file)
+            if dest.exists() and not args.force:
+                raise CliError(f"{dest} already exists; choose another name or pass --force")
+            tmp = dest.with_name(f".{dest.name}.partial")
+            try:
+                with open(tmp, "wb") as out:
+                    n = export_car(db, out, phases)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        phases.finish()
+    except RepoIOError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    finally:
+        db.close()
+    print(f"exported {n:,} bytes to {args.file}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ..services.account import get_account
+    from ..services.repo_io import RepoIOError, import_car
+
+    _check_did_key(args.did_key)
+    settings = settings_from_args(args)
+    src = Path(args.file)
+    if not src.is_file():
+        raise CliError(f"{src} is not a file; give the path of a repo CAR (e.g. from 'Export my data')")
+    db = _open_db(settings, create=True)
+    phases = _Phases("import")
+    try:
+        account = get_account(db)
+        keys = _keys(settings) if account is not None and account.status != "offline-copy" else None
+        with open(src, "rb") as fh:
+            result = import_car(db, fh, did_key=args.did_key, keys=keys, progress=phases)
+        phases.finish()
+    except RepoIOError as exc:
+        raise CliError(f"import failed, nothing was changed: {exc}") from None
+    finally:
+        db.close()
+    _print_summary(result)
+    if result.resigned:
+        print(f"re-signed the imported repo (rev {result.imported_rev}) as rev {result.rev} with this account's key")
+    else:
+        print("kept exactly as signed (offline copy: this data directory has no key for it)")
+    if result.unreferenced_blocks:
+        print(f"note: {result.unreferenced_blocks} blocks in the CAR are not part of the repo", file=sys.stderr)
+    if result.signature.startswith("NOT CHECKED"):
+        print("warning: the commit signature was not checked; pass --did-key with the account's signing key", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..services.account import get_account
+    from ..services.repo_io import RepoIOError, verify_car_file, verify_stored
+
+    _check_did_key(args.did_key)
+    phases = _Phases("verify")
+    try:
+        if args.file:
+            src = Path(args.file)
+            if not src.is_file():
+                raise CliError(f"{src} is not a file")
+            summary = verify_car_file(src, did_key=args.did_key, progress=phases)
+        else:
+            settings = settings_from_args(args)
+            db = _open_db(settings, create=False)
+            try:
+                account = get_account(db)
+                keys = None
+                if args.did_key is None and account is not None and account.status != "offline-copy":
+                    keys = _keys(settings)
+                summary = verify_stored(db, did_key=args.did_key, keys=keys, progress=phases)
+            finally:
+                db.close()
+        phases.finish()
+    except RepoIOError as exc:
+        raise CliError(f"verify failed: {exc}") from None
+    _print_summary(summary)
+    print("OK")
+    return 0
