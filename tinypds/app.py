@@ -83,6 +83,7 @@ async def open_services(settings: Settings) -> AppServices:
     from .services.auth import AuthService, load_jwt_secret
     from .services.blobs import BlobService
     from .services.keys import KeyStore
+    from .services.local_identity import build_local_identity
     from .store.db import Database
 
     svc = AppServices(settings=settings)
@@ -98,11 +99,18 @@ async def open_services(settings: Settings) -> AppServices:
             refresh_ttl=settings.refresh_token_seconds,
         )
         svc.extra["blobs"] = BlobService(svc.db, settings)
+        svc.extra["identity"] = build_local_identity(settings, svc.db, svc.keys, on_event=lambda: _notify_firehose(svc))
         attach_account(svc)
     except BaseException:
         await asyncio.to_thread(svc.db.close)
         raise
     return svc
+
+
+def _notify_firehose(svc: AppServices) -> None:
+    firehose = svc.extra.get("firehose")
+    if firehose is not None:
+        firehose.notify()
 
 
 def attach_account(svc: AppServices) -> None:

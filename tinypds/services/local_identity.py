@@ -147,6 +147,12 @@ class LocalIdentity:
         state = self.own_state()
         return core_plc.doc_from_state(state.did, state)
 
+    def did_doc(self, did: str) -> dict:
+        """The local account's DID document (describeRepo, getSession, did.json)."""
+        if not self.is_local(did):
+            raise InvalidRequest(f"{did} is not this server's account")
+        return self.own_doc()
+
     # ---- resolution with the local account short-cut ----------------------------------------------------
     async def resolve_handle(self, handle: str) -> str:
         handle = parse_handle(handle)

@@ -7,11 +7,12 @@ never import tinypds.store. ROUTES is the whole route table, in one place.
 
 from __future__ import annotations
 
-from . import server, wellknown
+from . import identity, server, wellknown
 
 ROUTES: list = [
     *wellknown.ROUTES,
     *server.ROUTES,
+    *identity.ROUTES,
     # the catch-all last: unknown /xrpc/<nsid> -> 501 (later: the proxy)
     *wellknown.FALLBACK_ROUTES,
 ]

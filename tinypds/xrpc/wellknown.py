@@ -47,6 +47,17 @@ async def atproto_did(request: Request) -> str:
     return account.did
 
 
+@get("/.well-known/did.json")
+async def did_json(request: Request) -> dict:
+    """The DID document of a did:web account (did:web:<this host>)."""
+    svc = services(request)
+    ident = svc.extra.get("identity")
+    row = ident.identity() if ident is not None else None
+    if row is None or row.method != "web":
+        raise NotFound("No did:web document here")
+    return ident.own_doc()
+
+
 @route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
 async def unknown_method(nsid: str) -> Response:
     if not is_valid_nsid(nsid):
@@ -54,5 +65,5 @@ async def unknown_method(nsid: str) -> Response:
     raise MethodNotImplemented("Method Not Implemented")
 
 
-ROUTES = [health, robots, home, atproto_did]
+ROUTES = [health, robots, home, atproto_did, did_json]
 FALLBACK_ROUTES = [unknown_method]
