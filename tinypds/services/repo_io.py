@@ -82,7 +82,7 @@ def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[
         try:
             return verify_commit(commit_bytes, pub.verify), f"valid (signed by {did_key})"
         except CommitError as exc:
-            raise RepoIOError(f"commit {exc} with {did_key}") from None
+            raise RepoIOError(f"{exc} with {did_key}") from None
     try:
         obj = verify_commit(commit_bytes, lambda msg, sig: True)  # shape only
     except CommitError as exc:
@@ -142,7 +142,7 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress) -> tuple[CID,
     try:
         roots, blocks = car_core.read_car_stream(fh)
     except car_core.CarError as exc:
-        raise RepoIOError(f"not a valid CAR file: {exc}") from None
+        raise RepoIOError(f"corrupt CAR: {exc}") from None
     if not roots:
         raise RepoIOError("the CAR has no root (a repo CAR's first root must be its commit)")
     root = CID(roots[0])
