@@ -50,6 +50,7 @@ class AppServices:
     keys: Any = None
     account: Any = None
     repo: Any = None
+    records: Any = None
     auth: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,11 +117,16 @@ def _notify_firehose(svc: AppServices) -> None:
 def attach_account(svc: AppServices) -> None:
     """(Re)build the per-account services once the database holds an account."""
     from .services.account import get_account
+    from .services.records import RecordService
     from .services.repo import RepoService
 
     row = get_account(svc.db)
     svc.account = row
-    svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys) if row is not None else None
+    if row is None:
+        svc.repo = svc.records = None
+        return
+    svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys)
+    svc.records = RecordService(svc.repo, blobs=svc.extra.get("blobs"))
 
 
 async def close_services(svc: AppServices) -> None:

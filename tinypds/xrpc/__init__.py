@@ -7,12 +7,14 @@ never import tinypds.store. ROUTES is the whole route table, in one place.
 
 from __future__ import annotations
 
-from . import identity, server, wellknown
+from . import identity, repo, server, sync, wellknown
 
 ROUTES: list = [
     *wellknown.ROUTES,
     *server.ROUTES,
     *identity.ROUTES,
+    *repo.ROUTES,
+    *sync.ROUTES,
     # the catch-all last: unknown /xrpc/<nsid> -> 501 (later: the proxy)
     *wellknown.FALLBACK_ROUTES,
 ]
