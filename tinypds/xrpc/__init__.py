@@ -7,7 +7,7 @@ never import tinypds.store. ROUTES is the whole route table, in one place.
 
 from __future__ import annotations
 
-from . import identity, repo, server, sync, wellknown
+from . import app_bsky, identity, proxy, repo, server, sync, wellknown
 
 ROUTES: list = [
     *wellknown.ROUTES,
@@ -15,6 +15,7 @@ ROUTES: list = [
     *identity.ROUTES,
     *repo.ROUTES,
     *sync.ROUTES,
-    # the catch-all last: unknown /xrpc/<nsid> -> 501 (later: the proxy)
-    *wellknown.FALLBACK_ROUTES,
+    *app_bsky.ROUTES,
+    # the catch-all last: unknown /xrpc/<nsid> is proxied (AppView, chat, atproto-proxy target)
+    *proxy.ROUTES,
 ]

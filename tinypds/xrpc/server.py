@@ -12,7 +12,8 @@ from typing import Any
 from litestar import Request, get, post
 
 from ..errors import AuthenticationRequired, InvalidRequest
-from .routing import access_auth, body_bool, body_str, client_ip, json_body, refresh_auth, services
+from .proxy import proxy_service
+from .routing import access_auth, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."
 
@@ -135,6 +136,20 @@ async def check_account_status(request: Request) -> dict:
     return status
 
 
+@get(NS + "getServiceAuth")
+async def get_service_auth(request: Request) -> dict:
+    """A service-auth token for `aud` (restrictions in services.proxy.get_service_auth)."""
+    ctx = await access_auth(request)
+    aud = query_str(request, "aud", required=True)
+    lxm = query_str(request, "lxm")
+    raw_exp = query_str(request, "exp")
+    try:
+        exp = int(raw_exp) if raw_exp is not None else None
+    except ValueError:
+        raise InvalidRequest("Error: exp must be an integer") from None
+    return {"token": await proxy_service(request).get_service_auth(ctx, aud, lxm, exp)}
+
+
 ROUTES = [
     describe_server,
     create_session,
@@ -145,4 +160,5 @@ ROUTES = [
     list_app_passwords,
     revoke_app_password,
     check_account_status,
+    get_service_auth,
 ]

@@ -1,0 +1,61 @@
+"""The /xrpc/<nsid> catch-all: every method this PDS does not serve is proxied (services.proxy).
+
+Checks the name, refuses protected methods and finds the target before auth (as the
+reference does), signs the caller in (access token or app password), then streams the upstream response back
+unchanged (status, content headers, raw possibly-compressed body). Imports Litestar,
+errors, services and the routing helpers only; never store. `proxy_service(request)` and
+`forward_request(...)` are shared with the handlers that proxy conditionally (preferences).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, route
+from litestar.response import Stream
+
+from ..core.syntax import is_valid_nsid
+from ..errors import InvalidRequest, MethodNotImplemented
+from ..services.proxy import ProxyService, Target, check_proxy_allowed
+from .routing import access_auth, services
+
+
+def proxy_service(request: Request) -> ProxyService:
+    """The app's ProxyService (built on first use from the settings, key store and identity)."""
+    svc = services(request)
+    proxy = svc.extra.get("proxy")
+    if proxy is None:
+        if svc.keys is None:
+            raise MethodNotImplemented("Proxying needs the account's signing key, which is not available")
+        identity = svc.extra.get("identity") or getattr(svc, "identity", None)
+        resolver = getattr(identity, "resolve_did", None)
+        proxy = svc.extra["proxy"] = ProxyService(svc.settings, svc.keys, resolver)
+    return proxy
+
+
+async def forward_request(request: Request, nsid: str, ctx: Any, target: Target | None = None) -> Response:
+    """Forward this request to its target and stream the answer back."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    body = request.stream() if request.method == "POST" else None
+    fwd = await proxy_service(request).forward(ctx, nsid, request.method, query, headers, body, target)
+    media_type = fwd.headers.pop("content-type", None) or "application/octet-stream"
+    if request.method == "HEAD":
+        await fwd.body.aclose()  # type: ignore[attr-defined]
+        return Response(content=b"", status_code=fwd.status, headers=fwd.headers, media_type=media_type)
+    return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers, media_type=media_type)
+
+
+@route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+async def proxy_call(request: Request, nsid: str) -> Response:
+    if not is_valid_nsid(nsid):
+        raise InvalidRequest(f"Invalid XRPC method name: {nsid[:100]}")
+    if request.method not in ("GET", "HEAD", "POST"):
+        raise InvalidRequest("XRPC requests only supports GET and POST")
+    check_proxy_allowed(nsid, None)
+    target = await proxy_service(request).target_for(nsid, request.headers.get("atproto-proxy"))
+    ctx = await access_auth(request)
+    return await forward_request(request, nsid, ctx, target)
+
+
+ROUTES = [proxy_call]
