@@ -1,173 +1,284 @@
-"""The repo API over HTTP with the `atproto` SDK (post, like, profile, image upload and
-embed, list, delete) and raw HTTP for the error cases; then the export verifies."""
+"""com.atproto.repo.* against the real server: the `atproto` SDK for the happy paths, raw HTTP
+(httpx) for the error cases; every response is checked against the published lexicons."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import warnings
+import json
+import struct
+import zlib
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tinypds.core.dagcbor import from_json
+from tinypds.core.lexicon import LexiconCatalog
+
+from .test_http_basics import assert_xrpc_error
+
 atproto = pytest.importorskip("atproto")
 from atproto import Client, models  # noqa: E402
-from atproto_client.exceptions import BadRequestError  # noqa: E402
 
-from .conftest import REPO_ROOT  # noqa: E402
-from .test_http_basics import assert_xrpc_error  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOW = "2026-01-01T00:00:00.000Z"
+NS = "/xrpc/com.atproto.repo."
 
-# smallest valid PNG (1x1)
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-)
+
+# ---- helpers ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def published() -> LexiconCatalog:
+    """The published com.atproto.repo lexicons (the shapes our responses must have)."""
+    root = REPO_ROOT.parent / "shared" / "lexicons" / "com" / "atproto" / "repo"
+    if not root.is_dir():
+        pytest.skip(f"published lexicons not found at {root}")
+    cat = LexiconCatalog()
+    for path in sorted(root.glob("*.json")):
+        cat.add(json.loads(path.read_text()))
+    return cat
+
+
+def check_output(cat: LexiconCatalog, nsid: str, resp: httpx.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    cat.validate_output(f"com.atproto.repo.{nsid}", from_json(body))
+    return body
 
 
 @pytest.fixture(scope="module")
-def client(pds):
-    c = Client(base_url=pds.url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        c.login(pds.handle, pds.password, fetch_bsky_profile=False)
-    # getProfile is an AppView method (not served here); the SDK's helpers only need me.did
-    c.me = models.AppBskyActorDefs.ProfileViewDetailed(did=pds.did, handle=pds.handle)
-    return c
+def session(pds) -> dict:
+    assert pds.handle and pds.password, "the server did not print a dev account on first start"
+    resp = httpx.post(pds.url + "/xrpc/com.atproto.server.createSession",
+                      json={"identifier": pds.handle, "password": pds.password})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
 
 
 @pytest.fixture
-def token(client):
-    return {"Authorization": f"Bearer {client._session.access_jwt}"}
+def authed(pds, session):
+    headers = {"Authorization": f"Bearer {session['accessJwt']}"}
+    with httpx.Client(base_url=pds.url, headers=headers, timeout=30) as client:
+        yield client
 
 
-def test_post_like_list_delete(client, pds):
-    post = client.send_post("hello from the SDK")
-    assert post.uri.startswith(f"at://{pds.did}/app.bsky.feed.post/")
-    like = client.like(post.uri, post.cid)
-    assert "/app.bsky.feed.like/" in like.uri
-
-    got = client.com.atproto.repo.get_record({"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": post.uri.rsplit("/", 1)[1]})
-    assert got.cid == post.cid and got.value.text == "hello from the SDK"
-
-    listed = client.com.atproto.repo.list_records({"repo": pds.handle, "collection": "app.bsky.feed.post"})
-    assert post.uri in [r.uri for r in listed.records]
-
-    assert client.delete_post(post.uri)
-    with pytest.raises(BadRequestError) as e:
-        client.com.atproto.repo.get_record({"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": post.uri.rsplit("/", 1)[1]})
-    assert e.value.response.content.error == "RecordNotFound"
-    assert e.value.response.content.message == f"Could not locate record: {post.uri}"
+@pytest.fixture(scope="module")
+def sdk(pds) -> Client:
+    client = Client(base_url=pds.url)
+    client.login(pds.handle, pds.password, fetch_bsky_profile=False)
+    return client
 
 
-def test_profile_put_and_image_embed(client, pds):
-    upload = client.upload_blob(PNG)
-    assert upload.blob.mime_type == "image/png" and upload.blob.size == len(PNG)
-    profile = models.AppBskyActorProfile.Record(display_name="Dev", avatar=upload.blob)
-    put = client.com.atproto.repo.put_record(
-        {"repo": pds.did, "collection": "app.bsky.actor.profile", "rkey": "self", "record": profile}
-    )
-    assert put.uri.endswith("/app.bsky.actor.profile/self") and put.validation_status == "valid"
+def tiny_png(width: int = 2, height: int = 2) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    image_post = client.send_image("with an image", PNG, "a pixel")
-    got = client.com.atproto.repo.get_record(
-        {"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": image_post.uri.rsplit("/", 1)[1]}
-    )
-    blob_cid = got.value.embed.images[0].image.ref.link
-    with httpx.Client(base_url=pds.url) as http:
-        resp = http.get("/xrpc/com.atproto.sync.getBlob", params={"did": pds.did, "cid": blob_cid})
-        assert resp.status_code == 200
-        assert resp.content == PNG
-        assert resp.headers["content-type"].startswith("image/png")
-        assert resp.headers["content-length"] == str(len(PNG))
-        assert resp.headers["content-security-policy"] == "default-src 'none'; sandbox"
-        assert resp.headers["x-content-type-options"] == "nosniff"
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def test_unknown_type_and_validation(http, pds, token):
-    ok = http.post(
-        "/xrpc/com.atproto.repo.createRecord",
-        headers=token,
-        json={"repo": pds.did, "collection": "com.example.thing", "record": {"$type": "com.example.thing", "x": 1}},
-    )
+def post(text: str = "hello") -> dict:
+    return {"$type": "app.bsky.feed.post", "text": text, "createdAt": NOW}
+
+
+# ---- the SDK ---------------------------------------------------------------------------------------
+def test_sdk_post_like_list_delete(pds, sdk):
+    created = sdk.send_post("hello from the atproto SDK", profile_identify=pds.did)
+    assert created.uri.startswith(f"at://{pds.did}/app.bsky.feed.post/") and created.cid.startswith("bafy")
+    rkey = created.uri.rsplit("/", 1)[1]
+    got = sdk.get_post(rkey, pds.did)
+    assert got.value.text == "hello from the atproto SDK" and got.cid == created.cid
+    subject = models.ComAtprotoRepoStrongRef.Main(uri=created.uri, cid=created.cid)
+    like = sdk.app.bsky.feed.like.create(pds.did, models.AppBskyFeedLike.Record(subject=subject, created_at=sdk.get_current_time_iso()))
+    assert like.uri.startswith(f"at://{pds.did}/app.bsky.feed.like/")
+    listed = sdk.com.atproto.repo.list_records({"repo": pds.handle, "collection": "app.bsky.feed.like"})
+    assert like.uri in [r.uri for r in listed.records]
+    assert sdk.unlike(like.uri) and sdk.delete_post(created.uri)
+    after = sdk.com.atproto.repo.list_records({"repo": pds.did, "collection": "app.bsky.feed.post"})
+    assert created.uri not in [r.uri for r in after.records]
+
+
+def test_sdk_profile_put_and_image_embed(pds, sdk):
+    png = tiny_png()
+    uploaded = sdk.upload_blob(png)
+    assert uploaded.blob.mime_type == "image/png" and uploaded.blob.size == len(png)
+    profile = models.AppBskyActorProfile.Record(display_name="Alice", description="tiny", avatar=uploaded.blob)
+    put = sdk.com.atproto.repo.put_record({"repo": pds.did, "collection": "app.bsky.actor.profile",
+                                           "rkey": "self", "record": profile})
+    assert put.uri == f"at://{pds.did}/app.bsky.actor.profile/self" and put.validation_status == "valid"
+    got = sdk.com.atproto.repo.get_record({"repo": pds.did, "collection": "app.bsky.actor.profile", "rkey": "self"})
+    assert got.value.display_name == "Alice" and got.value.avatar.ref.link == uploaded.blob.ref.link
+    with_image = sdk.send_image("a picture", png, "two red pixels", profile_identify=pds.did)
+    rec = sdk.get_post(with_image.uri.rsplit("/", 1)[1], pds.did).value
+    assert rec.embed.images[0].alt == "two red pixels"
+    blob = httpx.get(pds.url + "/xrpc/com.atproto.sync.getBlob",
+                     params={"did": pds.did, "cid": rec.embed.images[0].image.ref.link})
+    assert blob.status_code == 200 and blob.content == png
+
+
+def test_app_password_session_can_write(pds, sdk):
+    created = sdk.com.atproto.server.create_app_password({"name": "repo-api-test"})
+    app = Client(base_url=pds.url)
+    app.login(pds.handle, created.password, fetch_bsky_profile=False)
+    out = app.send_post("written with an app password", profile_identify=pds.did)
+    assert out.uri.startswith(f"at://{pds.did}/app.bsky.feed.post/")
+    assert app.delete_post(out.uri)
+
+
+# ---- shapes (checked against the published lexicons) ------------------------------------------------
+def test_write_responses_match_the_lexicons(pds, authed, published):
+    did = pds.did
+    made = check_output(published, "createRecord", authed.post(NS + "createRecord", json={
+        "repo": did, "collection": "app.bsky.feed.post", "record": post()}))
+    assert set(made) == {"uri", "cid", "commit", "validationStatus"} and made["validationStatus"] == "valid"
+    unknown = check_output(published, "createRecord", authed.post(NS + "createRecord", json={
+        "repo": pds.handle, "collection": "com.example.thing", "rkey": "one", "record": {"x": 1}}))
+    assert unknown["validationStatus"] == "unknown" and unknown["uri"] == f"at://{did}/com.example.thing/one"
+    skipped = check_output(published, "putRecord", authed.post(NS + "putRecord", json={
+        "repo": did, "collection": "com.example.thing", "rkey": "one", "record": {"x": 2}, "validate": False}))
+    assert "validationStatus" not in skipped and skipped["commit"]["rev"] > unknown["commit"]["rev"]
+    batch = check_output(published, "applyWrites", authed.post(NS + "applyWrites", json={"repo": did, "writes": [
+        {"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("a")},
+        {"$type": "com.atproto.repo.applyWrites#update", "collection": "com.example.thing", "rkey": "one", "value": {"x": 3}},
+        {"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": made["uri"].rsplit("/", 1)[1]},
+    ]}))
+    assert [r["$type"].rsplit("#", 1)[1] for r in batch["results"]] == ["createResult", "updateResult", "deleteResult"]
+    assert batch["results"][0]["validationStatus"] == "valid" and batch["results"][1]["validationStatus"] == "unknown"
+    deleted = check_output(published, "deleteRecord", authed.post(NS + "deleteRecord", json={
+        "repo": did, "collection": "com.example.thing", "rkey": "one"}))
+    assert deleted["commit"]["rev"] > batch["commit"]["rev"]
+    noop = check_output(published, "deleteRecord", authed.post(NS + "deleteRecord", json={
+        "repo": did, "collection": "com.example.thing", "rkey": "one"}))
+    assert noop == {}
+
+
+def test_read_responses_match_the_lexicons(pds, authed, published):
+    made = authed.post(NS + "createRecord", json={"repo": pds.did, "collection": "app.bsky.feed.post", "record": post("r")}).json()
+    rkey = made["uri"].rsplit("/", 1)[1]
+    params = {"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": rkey}
+    got = check_output(published, "getRecord", httpx.get(pds.url + NS + "getRecord", params=params))
+    assert got == {"uri": made["uri"], "cid": made["cid"], "value": post("r")}
+    with_cid = check_output(published, "getRecord", httpx.get(pds.url + NS + "getRecord", params={**params, "cid": made["cid"]}))
+    assert with_cid["cid"] == made["cid"]
+    listed = check_output(published, "listRecords", httpx.get(pds.url + NS + "listRecords", params={
+        "repo": pds.handle, "collection": "app.bsky.feed.post", "limit": 1}))
+    assert len(listed["records"]) == 1 and "cursor" in listed
+    rev = check_output(published, "listRecords", httpx.get(pds.url + NS + "listRecords", params={
+        "repo": pds.handle, "collection": "app.bsky.feed.post", "limit": 100, "reverse": "true"}))
+    rkeys = [r["uri"].rsplit("/", 1)[1] for r in rev["records"]]
+    assert rkeys == sorted(rkeys) and rkey in rkeys
+    desc = check_output(published, "describeRepo", httpx.get(pds.url + NS + "describeRepo", params={"repo": pds.handle}))
+    assert desc["did"] == pds.did and desc["handle"] == pds.handle
+    assert "app.bsky.feed.post" in desc["collections"] and desc["didDoc"]["id"] == pds.did
+    assert isinstance(desc["handleIsCorrect"], bool)
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+def test_get_record_not_found_has_the_reference_message(pds):
+    resp = httpx.get(pds.url + NS + "getRecord", params={"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": "3jzfcijpj2z2a"})
+    body = assert_xrpc_error(resp, 400, "RecordNotFound")
+    assert body["message"] == f"Could not locate record: at://{pds.did}/app.bsky.feed.post/3jzfcijpj2z2a"
+    made = httpx.get(pds.url + NS + "getRecord", params={"repo": pds.did, "collection": "app.bsky.feed.post",
+                                                         "rkey": "3jzfcijpj2z2a", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"})
+    assert_xrpc_error(made, 400, "RecordNotFound")
+
+
+@pytest.mark.parametrize("params", [
+    {"collection": "app.bsky.feed.post", "rkey": "x"},  # repo missing
+    {"repo": "not a handle!", "collection": "app.bsky.feed.post", "rkey": "x"},
+    {"repo": "DID", "collection": "not-an-nsid", "rkey": "x"},
+    {"repo": "DID", "collection": "app.bsky.feed.post", "rkey": "bad/rkey"},
+    {"repo": "DID", "collection": "app.bsky.feed.post", "rkey": "x", "cid": "notacid"},
+])
+def test_get_record_bad_params(pds, params):
+    params = {k: (pds.did if v == "DID" else v) for k, v in params.items()}
+    assert_xrpc_error(httpx.get(pds.url + NS + "getRecord", params=params), 400, "InvalidRequest")
+
+
+@pytest.mark.parametrize("extra", [{"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"reverse": "maybe"}])
+def test_list_records_bad_params(pds, extra):
+    params = {"repo": pds.did, "collection": "app.bsky.feed.post", **extra}
+    assert_xrpc_error(httpx.get(pds.url + NS + "listRecords", params=params), 400, "InvalidRequest")
+
+
+def test_other_repo_is_refused(pds, authed):
+    resp = httpx.get(pds.url + NS + "describeRepo", params={"repo": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"})
+    assert_xrpc_error(resp, 400, "RepoNotFound")
+    resp = authed.post(NS + "createRecord", json={"repo": "someone.else.test", "collection": "app.bsky.feed.post", "record": post()})
+    assert resp.status_code in (400, 401) and "error" in resp.json()
+
+
+def test_writes_need_auth(pds):
+    resp = httpx.post(pds.url + NS + "createRecord", json={"repo": pds.did, "collection": "app.bsky.feed.post", "record": post()})
+    assert_xrpc_error(resp, 401, "AuthenticationRequired")
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"collection": "app.bsky.feed.post", "record": post()}, 'property "repo"'),
+    ({"repo": "DID", "collection": "app.bsky.feed.post"}, 'property "record"'),
+    ({"repo": "DID", "collection": "bad nsid", "record": post()}, "Invalid collection"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "rkey": "a/b", "record": post()}, "Invalid record key"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "record": {**post(), "$type": "app.bsky.feed.like"}}, "Invalid $type"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "record": post("x" * 301)},
+     "Invalid app.bsky.feed.post record: Record/text must not be longer than 300 graphemes"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "record": {"text": "no date"}}, 'Record must have the property "createdAt"'),
+    ({"repo": "DID", "collection": "com.example.thing", "record": {"x": 1}, "validate": True}, "Lexicon not found"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "record": post(), "validate": "yes"}, "validate"),
+    ({"repo": "DID", "collection": "app.bsky.feed.post", "record": post(), "swapCommit": "nope"}, "swapCommit"),
+    ({"repo": "DID", "collection": "com.example.thing", "record": {"x": 1.5}}, "float"),
+])
+def test_create_record_refusals(pds, authed, body, needle):
+    body = {k: (pds.did if v == "DID" else v) for k, v in body.items()}
+    err = assert_xrpc_error(authed.post(NS + "createRecord", json=body), 400, "InvalidRequest")
+    assert needle in err["message"]
+
+
+def test_malformed_bodies(pds, authed):
+    assert_xrpc_error(authed.post(NS + "createRecord", content=b"{not json", headers={"Content-Type": "application/json"}),
+                      400, "InvalidRequest")
+    assert_xrpc_error(authed.post(NS + "createRecord", content=b"{}", headers={"Content-Type": "text/plain"}),
+                      400, "InvalidRequest")
+    assert_xrpc_error(authed.post(NS + "createRecord", json=[1, 2]), 400, "InvalidRequest")
+
+
+def test_swap_mismatches_are_invalid_swap(pds, authed):
+    did = pds.did
+    first = authed.post(NS + "putRecord", json={"repo": did, "collection": "com.example.swap", "rkey": "k",
+                                                "record": {"v": 1}, "swapRecord": None})
+    assert first.status_code == 200, first.text
+    again = authed.post(NS + "putRecord", json={"repo": did, "collection": "com.example.swap", "rkey": "k",
+                                                "record": {"v": 2}, "swapRecord": None})
+    assert_xrpc_error(again, 400, "InvalidSwap")
+    stale = first.json()["commit"]["cid"]
+    authed.post(NS + "createRecord", json={"repo": did, "collection": "com.example.swap", "record": {"v": 0}})
+    resp = authed.post(NS + "createRecord", json={"repo": did, "collection": "com.example.swap", "record": {"v": 3}, "swapCommit": stale})
+    assert_xrpc_error(resp, 400, "InvalidSwap")
+    wrong_cid = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+    resp = authed.post(NS + "deleteRecord", json={"repo": did, "collection": "com.example.swap", "rkey": "k", "swapRecord": wrong_cid})
+    assert_xrpc_error(resp, 400, "InvalidSwap")
+    resp = authed.post(NS + "applyWrites", json={"repo": did, "swapCommit": stale, "writes": [
+        {"$type": "com.atproto.repo.applyWrites#delete", "collection": "com.example.swap", "rkey": "k"}]})
+    assert_xrpc_error(resp, 400, "InvalidSwap")
+    ok = authed.post(NS + "putRecord", json={"repo": did, "collection": "com.example.swap", "rkey": "k",
+                                             "record": {"v": 4}, "swapRecord": first.json()["cid"]})
     assert ok.status_code == 200, ok.text
-    assert ok.json()["validationStatus"] == "unknown"
-    assert set(ok.json()["commit"]) == {"cid", "rev"}
-
-    bad = http.post(
-        "/xrpc/com.atproto.repo.createRecord",
-        headers=token,
-        json={"repo": pds.did, "collection": "app.bsky.feed.post", "record": {"$type": "app.bsky.feed.post", "text": 5, "createdAt": "2026-01-01T00:00:00Z"}},
-    )
-    body = assert_xrpc_error(bad, 400, "InvalidRequest")
-    assert "text" in body["message"]
-
-    mismatch = http.post(
-        "/xrpc/com.atproto.repo.createRecord",
-        headers=token,
-        json={"repo": pds.did, "collection": "com.example.thing", "record": {"$type": "com.example.other"}},
-    )
-    assert_xrpc_error(mismatch, 400, "InvalidRequest")
 
 
-def test_swap_and_apply_writes(http, pds, token):
-    writes = [
-        {"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.batch", "rkey": f"k{i}", "value": {"i": i}}
-        for i in range(20)
-    ]
-    resp = http.post("/xrpc/com.atproto.repo.applyWrites", headers=token, json={"repo": pds.did, "writes": writes})
-    assert resp.status_code == 200, resp.text
-    results = resp.json()["results"]
-    assert len(results) == 20 and results[0]["$type"] == "com.atproto.repo.applyWrites#createResult"
-    assert results[0]["uri"].endswith("/com.example.batch/k0")
+def test_apply_writes_limits_and_atomicity(pds, authed):
+    did = pds.did
 
-    first_cid = results[0]["cid"]
-    stale = http.post(
-        "/xrpc/com.atproto.repo.putRecord",
-        headers=token,
-        json={"repo": pds.did, "collection": "com.example.batch", "rkey": "k0", "record": {"i": 99},
-              "swapRecord": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"},
-    )
-    assert_xrpc_error(stale, 400, "InvalidSwap")
-    fresh = http.post(
-        "/xrpc/com.atproto.repo.putRecord",
-        headers=token,
-        json={"repo": pds.did, "collection": "com.example.batch", "rkey": "k0", "record": {"i": 99}, "swapRecord": first_cid},
-    )
-    assert fresh.status_code == 200, fresh.text
-    too_many = [{"$type": "com.atproto.repo.applyWrites#delete", "collection": "com.example.batch", "rkey": "k1"}] * 201
-    assert_xrpc_error(http.post("/xrpc/com.atproto.repo.applyWrites", headers=token, json={"repo": pds.did, "writes": too_many}), 400, "InvalidRequest")
+    def create(i):
+        return {"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.batch", "rkey": f"r{i:03d}", "value": {"i": i}}
 
-    page = http.get("/xrpc/com.atproto.repo.listRecords", params={"repo": pds.did, "collection": "com.example.batch", "limit": 5})
-    assert page.status_code == 200 and len(page.json()["records"]) == 5 and page.json()["cursor"]
-
-
-def test_errors_before_the_store(http, pds, token):
-    assert_xrpc_error(http.get("/xrpc/com.atproto.repo.getRecord", params={"repo": pds.did, "collection": "not an nsid", "rkey": "x"}), 400, "InvalidRequest")
-    assert_xrpc_error(http.get("/xrpc/com.atproto.repo.getRecord", params={"repo": pds.did, "collection": "app.bsky.feed.post", "rkey": "../x"}), 400, "InvalidRequest")
-    assert_xrpc_error(http.get("/xrpc/com.atproto.repo.getRecord", params={"repo": "did:plc:someoneelse2345678abcdef", "collection": "app.bsky.feed.post", "rkey": "x"}), 400, "RepoNotFound")
-    assert_xrpc_error(http.get("/xrpc/com.atproto.repo.getRecord", params={"repo": pds.did, "collection": "app.bsky.feed.post"}), 400, "InvalidRequest")
-    assert_xrpc_error(http.get("/xrpc/com.atproto.repo.listRecords", params={"repo": pds.did, "collection": "a.b.c", "limit": 1000}), 400, "InvalidRequest")
-    unauth = http.post("/xrpc/com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "com.example.thing", "record": {}})
-    assert_xrpc_error(unauth, 401, "AuthenticationRequired")
-
-
-def test_describe_repo_and_sync(http, pds):
-    d = http.get("/xrpc/com.atproto.repo.describeRepo", params={"repo": pds.handle})
-    assert d.status_code == 200, d.text
-    body = d.json()
-    assert body["did"] == pds.did and body["handle"] == pds.handle and isinstance(body["collections"], list)
-    assert body["didDoc"]["id"] == pds.did
-    latest = http.get("/xrpc/com.atproto.sync.getLatestCommit", params={"did": pds.did})
-    assert latest.status_code == 200 and set(latest.json()) == {"cid", "rev"}
-
-
-def test_export_after_writes_verifies(http, pds, tmp_path):
-    car = http.get("/xrpc/com.atproto.sync.getRepo", params={"did": pds.did})
-    assert car.status_code == 200 and car.headers["content-type"] == "application/vnd.ipld.car"
-    path = tmp_path / "repo.car"
-    path.write_bytes(car.content)
-    result = subprocess.run(
-        [sys.executable, "-m", "tinypds.cli", "--data", str(tmp_path / "empty"), "verify", str(path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    err = assert_xrpc_error(authed.post(NS + "applyWrites", json={"repo": did, "writes": [create(i) for i in range(201)]}),
+                            400, "InvalidRequest")
+    assert "Too many writes" in err["message"]
+    bad = [create(i) for i in range(5)] + [{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": {"text": 1}}]
+    assert_xrpc_error(authed.post(NS + "applyWrites", json={"repo": did, "writes": bad}), 400, "InvalidRequest")
+    listed = httpx.get(pds.url + NS + "listRecords", params={"repo": did, "collection": "com.example.batch"}).json()
+    assert listed["records"] == []  # the failed batch left nothing behind
+    assert_xrpc_error(authed.post(NS + "applyWrites", json={"repo": did, "writes": [{"$type": "nope"}]}), 400, "InvalidRequest")
+    ok = authed.post(NS + "applyWrites", json={"repo": did, "writes": [create(i) for i in range(200)]})
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["results"]) == 200
+    page = httpx.get(pds.url + NS + "listRecords", params={"repo": did, "collection": "com.example.batch", "limit": 100}).json()
+    assert len(page["records"]) == 100 and page["cursor"]
