@@ -100,6 +100,7 @@ async def open_services(settings: Settings) -> AppServices:
             refresh_ttl=settings.refresh_token_seconds,
         )
         svc.extra["blobs"] = BlobService(svc.db, settings)
+        await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         svc.extra["identity"] = build_local_identity(settings, svc.db, svc.keys, on_event=lambda: _notify_firehose(svc))
         attach_account(svc)
     except BaseException:

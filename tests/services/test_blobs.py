@@ -176,14 +176,24 @@ def test_promotion_and_deletion_when_unreferenced(env) -> None:
     assert svc.counts() == {"parts": 0}
 
 
-def test_startup_gc_removes_leftover_uploads(env) -> None:
-    svc, db, _ = env
+def test_startup_gc_removes_leftover_uploads(env, tmp_path: Path) -> None:
+    svc, db, clock = env
     from tinypds.store import blobs as store
 
     bid = db.write(lambda c: store.begin_upload(c, store.iso_time(svc.clock())))
     db.write(lambda c: store.put_parts(c, bid, 0, [b"p" * PART_SIZE] * 3))
     assert run(svc.gc_blobs()) == 0  # a recent upload may still be running
-    assert run(svc.gc_blobs(startup=True)) == 1
+    assert run(svc.gc_blobs(startup=True)) == 0  # ... and it began in this process
+    clock.t += 1  # "restart": a new service over the same database
+
+    async def restart():
+        again = BlobService(db, Settings(data_dir=tmp_path), clock)
+        await again.start(gc_interval_seconds=3600)
+        assert again._gc_task is not None and not again._gc_task.done()
+        await again.aclose()
+        assert again._gc_task is None
+
+    run(restart())
     assert svc.counts() == {"parts": 0}
 
 

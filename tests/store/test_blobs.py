@@ -122,8 +122,8 @@ def test_collect_marks_orphans_expired_and_stale_uploads(db: Database) -> None:
     assert old.cid and db.read(lambda c: blobs.get_meta(c, old.cid)) is None
     with pytest.raises(blobs.UploadGone):
         db.write(lambda c: blobs.put_parts(c, stale, 3, [b"late"]))
-    # startup: every upload goes, whatever its age
-    dead = db.write(lambda c: blobs.collect(c, "2026-01-01T01:00:00.000Z", None))
+    # startup: every upload begun before the process started goes, whatever its age
+    dead = db.write(lambda c: blobs.collect(c, "2026-01-01T01:00:00.000Z", "2026-01-01T03:00:00.000Z"))
     assert dead == [running]
 
 

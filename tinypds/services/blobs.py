@@ -40,6 +40,21 @@ class BlobService:
         self.max_bytes = settings.blob_max_bytes
         self.temp_ttl = settings.blob_temp_ttl_seconds
         self.clock = clock
+        self.started_at = clock()  # uploads older than this belong to a previous process
+        self._gc_task: asyncio.Task | None = None
+
+    async def start(self, gc_interval_seconds: float = 600.0) -> None:
+        """Collect what a previous process left behind, then run gc_blobs periodically."""
+        await self.gc_blobs(startup=True)
+        if self._gc_task is None:
+            self._gc_task = asyncio.create_task(self.gc_forever(gc_interval_seconds), name="tinypds-blob-gc")
+
+    async def aclose(self) -> None:
+        """Stop the periodic GC (an interrupted batch is finished by the next start)."""
+        task, self._gc_task = self._gc_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     # ---- upload ----------------------------------------------------------------------
     async def upload(
@@ -197,11 +212,12 @@ class BlobService:
     async def gc_blobs(self, now: float | None = None, *, startup: bool = False) -> int:
         """Delete orphans, temp uploads older than the TTL and stale uploads; returns how many.
 
-        `startup=True` also removes every 'uploading' row (no upload survives a restart).
+        `startup=True` also removes every upload begun before this service was created
+        (no upload survives a restart), without touching uploads already running now.
         """
         now = self.clock() if now is None else now
         temp_before = store.iso_time(now - self.temp_ttl)
-        uploading_before = None if startup else temp_before
+        uploading_before = store.iso_time(self.started_at) if startup else temp_before
         dead = await self.db.awrite(lambda conn: store.collect(conn, temp_before, uploading_before))
         for blob_id in dead:
             await self._purge(blob_id)

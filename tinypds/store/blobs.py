@@ -136,18 +136,14 @@ def sweep_references(conn: Conn) -> None:
     )
 
 
-def collect(conn: Conn, temp_before: str, uploading_before: str | None) -> list[int]:
+def collect(conn: Conn, temp_before: str, uploading_before: str) -> list[int]:
     """Mark orphans, temp blobs created before `temp_before` and uploads started before
-    `uploading_before` (None: every upload, for startup) as dead; return all dead ids."""
+    `uploading_before` as dead; return the ids of all dead blobs (to purge)."""
     sweep_references(conn)
-    if uploading_before is None:
-        cond, args = "status = 'uploading'", (temp_before,)
-    else:
-        cond, args = "(status = 'uploading' AND created_at < ?)", (temp_before, uploading_before)
     conn.execute(
-        "UPDATE blobs SET status = 'dead', cid = NULL"
-        f" WHERE status = 'orphan' OR (status = 'temp' AND created_at < ?) OR {cond}",
-        args,
+        "UPDATE blobs SET status = 'dead', cid = NULL WHERE status = 'orphan'"
+        " OR (status = 'temp' AND created_at < ?) OR (status = 'uploading' AND created_at < ?)",
+        (temp_before, uploading_before),
     )
     return [r[0] for r in conn.execute("SELECT id FROM blobs WHERE status = 'dead' ORDER BY id")]
 
