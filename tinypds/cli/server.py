@@ -112,30 +112,20 @@ DEV_HANDLE = "dev.test"
 async def _ensure_dev_account(svc: Any) -> None:
     """First start on a loopback hostname with no account: make one and say so once.
 
-    The DID is a did:plc computed from a locally signed genesis operation (not published
-    to any directory); the signing and rotation keys go to the KeyStore.
+    The DID is a did:plc from a locally signed genesis operation, kept in the local PLC
+    log but registered with no directory; its keys go to the KeyStore.
     """
-    import asyncio
     import secrets
 
-    from ..core.crypto import K256PrivateKey, format_did_key
-    from ..core.plc import build_atproto_operation, did_for_genesis, sign_operation
-    from ..services.account import create_local_account, get_account
+    from ..services.account import get_account
 
     if get_account(svc.db) is not None:
         return
-    settings = svc.settings
-    signing, rotation = K256PrivateKey.generate(), K256PrivateKey.generate()
-    op = build_atproto_operation(format_did_key(signing), DEV_HANDLE, settings.public_url, [format_did_key(rotation)], None)
-    did = did_for_genesis(sign_operation(op, rotation))
     password = secrets.token_urlsafe(12)
     password_hash = await svc.auth.hash_password(password)
-    await asyncio.to_thread(svc.keys.put_key, did, "rotation", rotation)
-    await asyncio.to_thread(
-        create_local_account, svc.db, svc.keys, did, DEV_HANDLE, signing_key=signing, password_hash=password_hash
-    )
+    new = await svc.extra["identity"].create(DEV_HANDLE, password_hash=password_hash, method="plc", plc_url=None)
     print(
         "tinypds: created a LOCAL DEV ACCOUNT (printed only this once)\n"
-        f"  handle:   {DEV_HANDLE}\n  did:      {did}\n  password: {password}",
+        f"  handle:   {new.handle}\n  did:      {new.did}\n  password: {password}",
         flush=True,
     )
