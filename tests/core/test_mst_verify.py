@@ -12,7 +12,7 @@ from tinypds.core.blocks import MemoryBlockStore
 from tinypds.core.cid import cid_for_dagcbor
 from tinypds.core.dagcbor import decode, encode
 from tinypds.core.mst import MstError, key_height, verify_tree
-from tinypds.core.mst.node import encode_node
+from tinypds.core.mst.codec import encode_node
 
 POOL = rand_keys(random.Random(41), 2000)
 H0 = [k.encode() for k in POOL if key_height(k) == 0]
@@ -109,9 +109,11 @@ def test_rejects_non_canonical_cbor_and_bad_shapes():
     root = put(store, good.replace(b"\x61p\x00", b"\x61p\x18\x00", 1))  # non-minimal integer
     assert str(root) in expect_error(store, root, "non-canonical")
     no_t = put(store, encode({"e": [{"k": H0[0], "p": 0, "v": CID1}], "l": None}))
-    expect_error(store, no_t, "malformed")
+    expect_error(store, no_t, "exactly the fields p, k, v, t")
     no_l = put(store, encode({"e": [{"k": H0[0], "p": 0, "t": None, "v": CID1}]}))
-    expect_error(store, no_l, "malformed")
+    expect_error(store, no_l, "exactly the fields l and e")
+    str_key = put(store, encode({"e": [{"k": "text", "p": 0, "t": None, "v": CID1}], "l": None}))
+    expect_error(store, str_key, "k bytes|malformed")
     extra = put(store, encode({"e": [], "l": None, "x": 1}))
     expect_error(store, extra, "exactly the fields")
     bad_key = put(store, encode_node([b"no-collection"], [CID1], [None, None]))

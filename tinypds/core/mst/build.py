@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 from ..cid import CID, cid_for_dagcbor
-from .node import MstError, encode_node, is_valid_key, key_height
+from .codec import encode_node
+from .node import MstError, is_valid_key, key_height
 
 
 class TreeBuilder:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..cid import CID
-from .node import Node, ensure_encoded
+from .codec import ensure_encoded
+from .node import Node
 from .tree import MST
 
 

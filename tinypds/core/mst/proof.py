@@ -14,7 +14,8 @@ from typing import Iterable
 
 from ..blocks import BlockSource
 from ..cid import CID
-from .node import MstError, Node, key_height, load_node
+from .codec import load_node
+from .node import MstError, Node, key_height
 from .tree import MST, _key_bytes
 
 

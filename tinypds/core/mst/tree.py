@@ -14,19 +14,8 @@ from typing import Iterator
 
 from ..blocks import BlockSource, MissingBlockError
 from ..cid import CID
-from .node import (
-    DEFAULT_CACHE,
-    MstError,
-    Node,
-    NodeCache,
-    Ref,
-    decode_node,
-    empty_node,
-    ensure_encoded,
-    is_valid_key,
-    key_height,
-    load_node,
-)
+from .codec import decode_node, ensure_encoded, load_node
+from .node import DEFAULT_CACHE, MstError, Node, NodeCache, Ref, empty_node, is_valid_key, key_height
 
 
 def _key_bytes(key: str | bytes) -> bytes:

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from ..blocks import BlockSource, MissingBlockError
 from ..cid import CID
-from .node import MstError, Node, load_node
+from .codec import load_node
+from .node import MstError, Node
 
 
 def _load(source: BlockSource, cid: CID, layer: int | None, parent: CID | None) -> Node:
