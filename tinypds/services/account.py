@@ -17,7 +17,7 @@ from ..core.blocks import MemoryBlockStore
 from ..core.cid import CID
 from ..core.commit import build_commit
 from ..core.crypto import K256PrivateKey, PrivateKey, format_did_key
-from ..core.mst.node import encode_node
+from ..core.mst.codec import encode_node
 from ..core.tid import TidClock
 from ..store import accounts as accounts_db
 from ..store import events as events_db

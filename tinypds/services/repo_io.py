@@ -26,7 +26,7 @@ from ..core.cid import CID
 from ..core.commit import CommitError, build_commit_from_root, verify_commit
 from ..core.crypto import parse_did_key
 from ..core.mst import MstError, verify_tree
-from ..core.mst.node import decode_node
+from ..core.mst.codec import decode_node
 from ..core.tid import TidClock
 from ..store import accounts as accounts_db
 from ..store import blocks as blocks_db
@@ -244,35 +244,48 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
 # ---- export ------------------------------------------------------------------------------
 
 
-def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[CID, bytes]]:
-    """MST nodes and records in depth-first key order: node, left subtree, (record, right subtree)..."""
-    get = conn.execute
-    sql = "SELECT data FROM blocks WHERE cid = ?"
+_VARINT = [car_core.encode_varint(i) for i in range(1 << 14)]
 
-    def block(cid: CID, what: str) -> bytes:
-        row = get(sql, (cid,)).fetchone()
-        if row is None:
-            raise RepoIOError(f"stored repo is missing {what} {cid}; run `tinypds verify`")
-        return row[0]
 
-    stack: list[tuple[int, Any]] = [(0, data_root)]  # (kind, cid): 0 = node, 1 = record
+def _varint(n: int) -> bytes:
+    return _VARINT[n] if n < 16384 else car_core.encode_varint(n)
+
+
+def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
+    """MST nodes and records in depth-first key order: node, left subtree, then (record, right subtree)...
+
+    Nodes are point lookups; records stream from the record index in the same key order
+    (one joined query per collection, no per-record Python round trip) and are checked
+    against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
+    node_sql = "SELECT data FROM blocks WHERE cid = ?"
+    records = records_db.iter_records_with_data_in_mst_order(conn)
+    stack: list[tuple[bool, bytes]] = [(False, bytes(data_root))]  # (is_record, cid)
     while stack:
-        kind, cid = stack.pop()
-        if kind:
-            yield cid, block(cid, "record")
+        is_record, cid = stack.pop()
+        if is_record:
+            entry = next(records, None)
+            if entry is None or entry[2] != cid:
+                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
+                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
+            if entry[3] is None:
+                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
+            yield cid, entry[3]
             continue
-        data = block(cid, "MST node")
+        row = conn.execute(node_sql, (cid,)).fetchone()
+        if row is None:
+            raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
+        data = row[0]
         yield cid, data
-        node = decode_node(data, cid)
-        todo = []
-        if node.subs[0] is not None:
-            todo.append((0, node.subs[0]))
-        for v, t in zip(node.vals, node.subs[1:]):
-            todo.append((1, v))
-            if t is not None:
-                todo.append((0, t))
-        todo.reverse()
-        stack.extend(todo)
+        node = decode_node(data, CID(cid))
+        subs = node.subs
+        for i in range(len(node.vals) - 1, -1, -1):
+            if subs[i + 1] is not None:
+                stack.append((False, bytes(subs[i + 1])))
+            stack.append((True, bytes(node.vals[i])))
+        if subs[0] is not None:
+            stack.append((False, bytes(subs[0])))
+    if next(records, None) is not None:
+        raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
 
 
 def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
@@ -284,12 +297,19 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         commit = blocks_db.get_block(conn, root.commit_cid)
         if commit is None:
             raise RepoIOError(f"stored repo is missing its commit block {root.commit_cid}; run `tinypds verify`")
-
-        def blocks() -> Iterator[tuple[CID, bytes]]:
-            yield root.commit_cid, commit
-            yield from _walk_blocks(conn, root.data_cid)
-
-        yield from car_core.write_car([root.commit_cid], blocks(), chunk_size)
+        parts = [car_core.encode_header([root.commit_cid]), _varint(len(root.commit_cid) + len(commit)),
+                 bytes(root.commit_cid), commit]
+        size = 0
+        for cid, data in _walk_blocks(conn, root.data_cid):
+            parts.append(_varint(len(cid) + len(data)))
+            parts.append(cid)
+            parts.append(data)
+            size += len(data)
+            if size >= chunk_size:
+                yield b"".join(parts)
+                parts.clear()
+                size = 0
+        yield b"".join(parts)
 
 
 def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) -> int:

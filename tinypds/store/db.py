@@ -26,6 +26,7 @@ T = TypeVar("T")
 APPLICATION_ID = 0x74504453  # "tPDS"
 BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 32 * 1024
+READER_MMAP_BYTES = 256 * 1024 * 1024  # readers map the file: random block lookups skip pread copies
 
 Connection = apsw.Connection
 SQLError = apsw.Error
@@ -227,6 +228,7 @@ class Database:
         """A private read connection holding one snapshot until the block ends (long streams)."""
         conn = _open(self.path)
         conn.execute("PRAGMA query_only=ON")
+        conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
         try:
             conn.execute("BEGIN")
             conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()  # start the snapshot now

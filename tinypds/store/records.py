@@ -4,7 +4,7 @@ Only SQL. The index always equals the MST at the current root; store.repo keeps 
 step inside the commit transaction. Tricky bits: listing order follows listRecords
 (default newest first, i.e. rkey descending; `reverse=True` ascending) and the MST order
 ("collection/rkey" bytewise) differs from (collection, rkey) order when one collection name
-is a prefix of another, so `iter_index_in_mst_order` sorts by the joined key.
+is a prefix of another, so `iter_index_in_mst_order` orders collections by "collection/".
 """
 
 from __future__ import annotations
@@ -119,7 +119,23 @@ def blob_in_use(conn: Conn, blob_cid: bytes) -> bool:
     return conn.execute("SELECT 1 FROM record_blobs WHERE blob_cid = ? LIMIT 1", (bytes(blob_cid),)).fetchone() is not None
 
 
+def iter_records_with_data_in_mst_order(conn: Conn) -> Iterator[tuple[str, str, bytes, bytes | None]]:
+    """(collection, rkey, cid bytes, block data or None) in MST key order (fast path for export)."""
+    sql = ("SELECT ?, r.rkey, r.cid, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid "
+           "WHERE r.collection = ? ORDER BY r.rkey")
+    for collection in sorted(list_collections(conn), key=lambda c: (c + "/").encode()):
+        yield from conn.execute(sql, (collection, collection))
+
+
 def iter_index_in_mst_order(conn: Conn) -> Iterator[tuple[str, CID]]:
-    """Every ("collection/rkey", cid) in MST key order (bytewise on the joined key)."""
-    for k, cid in conn.execute("SELECT collection || '/' || rkey AS k, cid FROM records ORDER BY k"):
-        yield k, CID(cid)
+    """Every ("collection/rkey", cid[, data]) in MST key order, streaming, without a sort.
+
+    MST order is bytewise on "collection/rkey"; each collection's keys are contiguous in it
+    (they share the prefix "collection/"), so walking collections sorted by "collection/"
+    and each one in primary-key (rkey) order gives exactly the MST order.
+    """
+    sql = "SELECT rkey, cid FROM records WHERE collection = ? ORDER BY rkey"
+    for collection in sorted(list_collections(conn), key=lambda c: (c + "/").encode()):
+        prefix = collection + "/"
+        for rkey, cid in conn.execute(sql, (collection,)):
+            yield prefix + rkey, CID(cid)
