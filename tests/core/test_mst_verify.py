@@ -11,7 +11,7 @@ from tests.core.test_mst_diff import CountingStore
 from tinypds.core.blocks import MemoryBlockStore
 from tinypds.core.cid import cid_for_dagcbor
 from tinypds.core.dagcbor import decode, encode
-from tinypds.core.mst import MstError, key_height, verify_tree
+from tinypds.core.mst import MST, MstError, key_height, verify_tree
 from tinypds.core.mst.codec import encode_node
 
 POOL = rand_keys(random.Random(41), 2000)
@@ -86,8 +86,10 @@ def test_rejects_empty_inner_node_and_untrimmed_root():
     store = MemoryBlockStore()
     empty = put(store, encode_node([], [], [None]))
     k1 = H1[0]
-    root = put(store, encode_node([k1], [CID1], [empty, None]))
+    root = put(store, encode_node([k1], [CID1], [empty, empty]))
     assert str(empty) in expect_error(store, root, "empty non-root")
+    with pytest.raises(MstError, match="empty non-root"):
+        MST.load(store, root, check=True).get(H0[0].decode())
     inner = put(store, encode_node([k1], [CID1], [None, None]))
     untrimmed = put(store, encode_node([], [], [inner]))
     assert str(untrimmed) in expect_error(store, untrimmed, "untrimmed")

@@ -235,8 +235,11 @@ def decode_node(data: bytes, cid: CID | None = None, layer: int | None = None, c
             prev = key
     except TypeError as exc:
         raise _bad(cid, f"malformed node (TypeError: {exc})") from None
-    if layer is None and keys:
-        layer = key_height(keys[0])
+    if layer is None:
+        if keys:
+            layer = key_height(keys[0])
+    elif check and not keys and left is None:
+        raise _bad(cid, "empty non-root node")  # a layer hint means a parent links to it
     node = Node(layer, tuple(keys), tuple(vals), tuple(subs), cid, data, False)
     if check:
         _check_node(node, canonical)

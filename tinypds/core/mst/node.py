@@ -86,7 +86,11 @@ def empty_node() -> Node:
 
 
 class NodeCache:
-    """A small LRU of decoded nodes keyed by CID (content-addressed, so safe to share)."""
+    """A small LRU of decoded nodes keyed by CID (content-addressed, so safe to share).
+
+    Tolerates use from several threads without a lock: a racing eviction can only turn
+    a hit into a miss, never return a wrong node.
+    """
 
     __slots__ = ("maxsize", "_d")
 
@@ -97,14 +101,20 @@ class NodeCache:
     def get(self, cid: CID) -> Node | None:
         node = self._d.get(cid)
         if node is not None:
-            self._d.move_to_end(cid)
+            try:
+                self._d.move_to_end(cid)
+            except KeyError:
+                pass
         return node
 
     def put(self, cid: CID, node: Node) -> None:
         d = self._d
         d[cid] = node
-        if len(d) > self.maxsize:
-            d.popitem(last=False)
+        while len(d) > self.maxsize:
+            try:
+                d.popitem(last=False)
+            except KeyError:
+                break
 
     def __len__(self) -> int:
         return len(self._d)
