@@ -124,7 +124,11 @@ def test_check_account_status(http, account):
     for name in ("activated", "validDid", "repoCommit", "repoRev", "repoBlocks", "indexedRecords",
                  "privateStateValues", "expectedBlobs", "importedBlobs"):
         assert name in body
-    assert body["activated"] is True
+    assert body["activated"] is True and body["validDid"] is True
+    latest = http.get("/xrpc/com.atproto.sync.getLatestCommit", params={"did": account.did}).json()
+    assert body["repoCommit"] == latest["cid"] and body["repoRev"] == latest["rev"]
+    assert body["repoBlocks"] >= 2 and isinstance(body["indexedRecords"], int)
+    assert body["importedBlobs"] == body["expectedBlobs"]
 
 
 def test_failure_throttle_over_http(start_pds):

@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Request, get, post
 
 from ..errors import AuthenticationRequired, InvalidRequest
+from ..services.account_status import account_status
 from .proxy import proxy_service
 from .routing import access_auth, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
 
@@ -119,21 +120,20 @@ async def check_account_status(request: Request) -> dict:
     ctx = await access_auth(request)
     svc = services(request)
     account = await _auth_service(request).account_for(ctx)
-    status: dict[str, Any] = {
-        "activated": (account.get("status") or "active") == "active",
-        "validDid": True,
-        "repoCommit": "",
-        "repoRev": "",
-        "repoBlocks": 0,
-        "indexedRecords": 0,
-        "privateStateValues": 0,
-        "expectedBlobs": 0,
-        "importedBlobs": 0,
-    }
-    repo = svc.repo
-    if repo is not None and hasattr(repo, "account_status"):
-        status.update(await repo.account_status(ctx.did))
-    return status
+    return await account_status(svc.db, active=account.get("status") == "active", valid_did=_did_points_here(svc, ctx.did))
+
+
+def _did_points_here(svc: Any, did: str) -> bool:
+    """Does the account's DID document name this server as its PDS?"""
+    identity = svc.extra.get("identity")
+    if identity is None:
+        return False
+    try:
+        doc = identity.did_doc(did)
+    except Exception:  # an unreadable or foreign identity is simply not valid here
+        return False
+    endpoints = [s.get("serviceEndpoint") for s in doc.get("service", []) if s.get("id", "").endswith("#atproto_pds")]
+    return svc.settings.public_url in endpoints
 
 
 @get(NS + "getServiceAuth")
