@@ -1,0 +1,135 @@
+"""`tinypds init --dev` then `tinypds serve`: sessions for the init'ed handle and the
+com.atproto.identity endpoints over real HTTP (offline: the genesis stays in the local log)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import REPO_ROOT, start_server
+
+PASSWORD = "correct horse battery"
+HOSTNAME = "localhost:2600"
+XRPC = "/xrpc/com.atproto."
+
+
+def cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYPDS_")}
+    return subprocess.run([sys.executable, "-m", "tinypds.cli", "--data", str(data), *args], input=stdin,
+                          capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+
+
+def init(data: Path, *extra: str) -> str:
+    out = cli(data, "init", "--dev", "--handle", "alice.test", "--hostname", HOSTNAME, "--password-stdin", *extra,
+              stdin=PASSWORD + "\n")
+    assert out.returncode == 0, out.stderr
+    return re.search(r"did:\s+(did:\S+)", out.stdout).group(1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data = tmp_path_factory.mktemp("ident") / "data"
+    did = init(data)
+    server = start_server(data, extra_env={"TINYPDS_HOSTNAME": HOSTNAME})
+    yield server, did
+    rc = server.stop()
+    assert rc == 0, server.stderr()
+    assert "Traceback" not in server.stderr(), server.stderr()
+
+
+def session(url: str, identifier: str = "alice.test") -> dict:
+    r = httpx.post(url + XRPC + "server.createSession", json={"identifier": identifier, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_create_session_for_the_init_handle(served):
+    server, did = served
+    s = session(server.url)
+    assert s["did"] == did and s["handle"] == "alice.test"
+    bad = httpx.post(server.url + XRPC + "server.createSession", json={"identifier": "alice.test", "password": "nope"})
+    assert bad.status_code == 401
+
+
+def test_resolve_endpoints(served):
+    server, did = served
+    r = httpx.get(server.url + XRPC + "identity.resolveHandle", params={"handle": "alice.test"})
+    assert r.status_code == 200 and r.json() == {"did": did}
+    r = httpx.get(server.url + XRPC + "identity.resolveDid", params={"did": did})
+    assert r.status_code == 200 and r.json()["didDoc"]["id"] == did
+    r = httpx.get(server.url + XRPC + "identity.resolveIdentity", params={"identifier": did})
+    assert r.status_code == 200 and r.json()["handle"] == "alice.test"
+    r = httpx.get(server.url + XRPC + "identity.resolveHandle", params={"handle": "not a handle"})
+    assert r.status_code == 400 and r.json()["error"] == "InvalidRequest"
+
+
+def test_update_handle_then_session_and_describe_repo_follow(served):
+    server, did = served
+    token = session(server.url)["accessJwt"]
+    auth = {"authorization": f"Bearer {token}"}
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "bob.test"}, headers=auth)
+    assert r.status_code == 200, r.text
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "bob.example.com"}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"] == "HandleNotAvailable"
+    assert httpx.get(server.url + XRPC + "server.getSession", headers=auth).json()["handle"] == "bob.test"
+    desc = httpx.get(server.url + XRPC + "repo.describeRepo", params={"repo": did}).json()
+    assert desc["handle"] == "bob.test" and desc["didDoc"]["alsoKnownAs"] == ["at://bob.test"]
+    assert session(server.url, "bob.test")["did"] == did
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "alice.test"}, headers=auth)
+    assert r.status_code == 200
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "x.test"})
+    assert r.status_code == 401
+
+
+def test_plc_operation_flow_with_the_logged_token(served):
+    server, did = served
+    auth = {"authorization": f"Bearer {session(server.url)['accessJwt']}"}
+    creds = httpx.get(server.url + XRPC + "identity.getRecommendedDidCredentials", headers=auth).json()
+    assert creds["alsoKnownAs"] == ["at://alice.test"]
+    assert creds["services"]["atproto_pds"]["endpoint"] == f"http://{HOSTNAME}"
+    r = httpx.post(server.url + XRPC + "identity.requestPlcOperationSignature", headers=auth)
+    assert r.status_code == 200, r.text
+    token = None
+    for _ in range(50):
+        m = re.findall(r"PLC operation token for \S+: ([A-Z0-9]{5}-[A-Z0-9]{5})", server.stderr())
+        if m:
+            token = m[-1]
+            break
+        time.sleep(0.1)
+    assert token, server.stderr()
+    body = {"token": token, "alsoKnownAs": ["at://alice.test", "https://alice.example"]}
+    wrong = httpx.post(server.url + XRPC + "identity.signPlcOperation", json={**body, "token": "AAAAA-BBBBB"}, headers=auth)
+    assert wrong.status_code == 400 and wrong.json()["error"] == "InvalidToken"
+    signed = httpx.post(server.url + XRPC + "identity.signPlcOperation", json=body, headers=auth)
+    assert signed.status_code == 200, signed.text
+    op = signed.json()["operation"]
+    again = httpx.post(server.url + XRPC + "identity.signPlcOperation", json=body, headers=auth)
+    assert again.json()["error"] == "InvalidToken"  # single use
+    r = httpx.post(server.url + XRPC + "identity.submitPlcOperation", json={"operation": op}, headers=auth)
+    assert r.status_code == 200, r.text
+    doc = httpx.get(server.url + XRPC + "identity.resolveDid", params={"did": did}).json()["didDoc"]
+    assert doc["alsoKnownAs"] == ["at://alice.test", "https://alice.example"]
+    log = cli(server.data_dir, "plc", "log")
+    assert log.returncode == 0 and op["sig"] in log.stdout
+    assert cli(server.data_dir, "plc", "verify").returncode == 0
+
+
+def test_did_web_document_is_served(tmp_path):
+    data = tmp_path / "web"
+    did = init(data, "--did-method", "web")
+    assert did == "did:web:localhost%3A2600"
+    server = start_server(data, extra_env={"TINYPDS_HOSTNAME": HOSTNAME})
+    try:
+        doc = httpx.get(server.url + "/.well-known/did.json").json()
+        assert doc["id"] == did and doc["alsoKnownAs"] == ["at://alice.test"]
+        assert doc["service"][0]["serviceEndpoint"] == f"http://{HOSTNAME}"
+        assert session(server.url)["did"] == did
+    finally:
+        assert server.stop() == 0
