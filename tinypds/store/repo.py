@@ -56,6 +56,8 @@ def split_path(path: str) -> tuple[str, str]:
 
 def blob_refs(record_data: bytes) -> list[CID]:
     """CIDs of the blobs a record (DAG-CBOR bytes) references, deduplicated and sorted."""
+    if b"mimeType" not in record_data:  # both blob ref shapes carry mimeType: skip the decode
+        return []
     try:
         obj = dagcbor.decode(record_data, strict=False)
     except dagcbor.DagCborError:
@@ -92,7 +94,10 @@ def apply_commit(conn: Conn, commit: Any, event_body: bytes | None, time: str, e
     removed = {bytes(c) for c in (commit.removed or ())}
     if prev is not None and prev.commit_cid != commit.cid:
         removed.add(bytes(prev.commit_cid))
-    garbage = [c for c in removed if c not in new_blocks and not records_db.cid_in_use(conn, c)]
+    # only record blocks can be shared (by two keys); MST nodes and commits never are
+    record_cids = {bytes(op.prev) for op in commit.ops if getattr(op, "prev", None) is not None}
+    garbage = [c for c in removed if c not in new_blocks
+               and not (c in record_cids and records_db.cid_in_use(conn, c))]
     if garbage:
         blocks_db.delete_blocks(conn, garbage)
 
