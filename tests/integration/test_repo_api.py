@@ -282,3 +282,12 @@ def test_apply_writes_limits_and_atomicity(pds, authed):
     assert len(ok.json()["results"]) == 200
     page = httpx.get(pds.url + NS + "listRecords", params={"repo": did, "collection": "com.example.batch", "limit": 100}).json()
     assert len(page["records"]) == 100 and page["cursor"]
+
+
+def test_records_must_reference_uploaded_blobs(pds, authed):
+    ghost = {"$type": "blob", "ref": {"$link": "bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"},
+             "mimeType": "image/png", "size": 100}
+    resp = authed.post(NS + "putRecord", json={"repo": pds.did, "collection": "app.bsky.actor.profile", "rkey": "self",
+                                               "record": {"displayName": "Ghost", "avatar": ghost}})
+    body = assert_xrpc_error(resp, 400, "BlobNotFound")
+    assert body["message"] == "Could not find blob: bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,11 +38,13 @@ def svc(env):
 
 
 class FakeBlobs:
+    """Stands in for BlobService.blob_meta: every known blob is a 10-byte PNG."""
+
     def __init__(self, known=()):
         self.known = set(known)
 
     def blob_meta(self, cid):
-        return object() if cid in self.known else None
+        return SimpleNamespace(cid=cid, mime="image/png", size=10, status="temp") if cid in self.known else None
 
 
 # ---- validate semantics ------------------------------------------------------------------------
@@ -199,6 +202,13 @@ def test_records_must_reference_uploaded_blobs(env):
     bad_mime["avatar"]["mimeType"] = "image/gif"
     with pytest.raises(errors.InvalidRequest, match="Record/avatar mimeType image/gif is not accepted"):
         run(svc.put("app.bsky.actor.profile", "self", bad_mime))
+    bad_mime["avatar"]["mimeType"] = "image/jpeg"  # accepted by the schema, but not what was uploaded
+    with pytest.raises(errors.InvalidRequest, match="Referenced Mimetype does not match stored blob. Expected: image/png"):
+        run(svc.put("app.bsky.actor.profile", "self", bad_mime))
+    small = profile(known)
+    small["avatar"]["size"] = 5  # a lie that could slip a large blob under maxSize
+    with pytest.raises(errors.InvalidRequest, match="size does not match"):
+        run(svc.put("app.bsky.actor.profile", "self", small))
 
 
 # ---- reads ---------------------------------------------------------------------------------------

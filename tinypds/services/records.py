@@ -171,7 +171,8 @@ class RecordService:
         return record, VALID
 
     def check_blobs(self, prepared: list[PreparedWrite]) -> None:
-        """Every referenced blob must have been uploaded here (BlobNotFound otherwise)."""
+        """Every referenced blob must have been uploaded here (BlobNotFound otherwise), and the
+        ref must describe it truly: its mimeType and size are what the schema's limits were checked on."""
         if self.blobs is None:
             return
         for p in prepared:
@@ -179,6 +180,12 @@ class RecordService:
                 meta = self.blobs.blob_meta(ref.cid)
                 if meta is None:
                     raise errors.BlobNotFound(f"Could not find blob: {ref.cid}")
+                if ref.mime_type != meta.mime:
+                    raise errors.InvalidRequest(
+                        f"Referenced Mimetype does not match stored blob. Expected: {meta.mime}, Got: {ref.mime_type}")
+                if ref.size is not None and ref.size != meta.size:
+                    raise errors.InvalidRequest(
+                        f"Referenced size does not match stored blob. Expected: {meta.size}, Got: {ref.size}")
 
     # ---- writes ---------------------------------------------------------------------------------
     def _outcome(self, result: CommitResult, prepared: list[PreparedWrite]) -> CommitOutcome:
