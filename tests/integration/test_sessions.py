@@ -99,6 +99,13 @@ def test_raw_session_lifecycle(http, account):
     assert_xrpc_error(http.get("/xrpc/com.atproto.server.getSession", headers=bearer(r1.json()["accessJwt"])), 400, "ExpiredToken")
 
 
+def test_logout_with_access_token(http, account):
+    s = login(http, account.handle, account.password)
+    assert http.post("/xrpc/com.atproto.server.deleteSession", headers=bearer(s["accessJwt"])).status_code == 200
+    assert_xrpc_error(http.post("/xrpc/com.atproto.server.refreshSession", headers=bearer(s["refreshJwt"])), 400, "ExpiredToken")
+    assert_xrpc_error(http.post("/xrpc/com.atproto.server.deleteSession", headers=bearer("x.y.z")), 400, "InvalidToken")
+
+
 def test_login_by_did_and_case_insensitive_handle(http, account):
     assert login(http, account.did, account.password)["did"] == account.did
     assert login(http, account.handle.upper(), account.password)["did"] == account.did

@@ -110,6 +110,17 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A hash of a random throwaway password (same parameters as real ones): an unknown
+    identifier is checked against it, so sign-in costs one argon2 verification either way."""
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(passwords.hash_password(secrets.token_urlsafe(24)))
+    return _DUMMY_HASH[0]
+
+
 def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
     """The session-JWT HMAC secret, kept in the KeyStore (never the database); made on first use.
 
@@ -161,7 +172,7 @@ class AuthService:
         self._ip_throttle = FailureThrottle(*ip_limit, clock)
         self._account_throttles = [FailureThrottle(n, w, clock) for n, w in account_limits]
         self._argon = asyncio.Semaphore(password_concurrency)
-        self._dummy_hash: str | None = None
+        self._dummy_hash = _dummy_hash()  # made now (startup), so no sign-in pays for it
 
     # ---- password hashing off the event loop -------------------------------------------
     async def hash_password(self, password: str) -> str:
@@ -173,8 +184,6 @@ class AuthService:
             return await asyncio.to_thread(passwords.verify_password, password, password_hash)
 
     async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.hash_password(secrets.token_urlsafe(24))
         return self._dummy_hash
 
     # ---- tokens ------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from typing import Any
 
 from litestar import Request, get, post
 
-from ..errors import AuthenticationRequired, InvalidRequest
+from ..errors import AuthenticationRequired, InvalidRequest, InvalidToken
 from ..services.account_status import account_status
 from .proxy import proxy_service
-from .routing import access_auth, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
+from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."
 
@@ -88,8 +88,15 @@ async def get_session(request: Request) -> dict:
 
 @post(NS + "deleteSession", status_code=200)
 async def delete_session(request: Request) -> None:
-    ctx = await refresh_auth(request)
-    await _auth_service(request).delete_session(ctx)
+    """Logout with the refresh token (the lexicon's way); an access token of the same
+    session is accepted too, since some clients send that."""
+    auth = _auth_service(request)
+    token = bearer_token(request)
+    try:
+        ctx = await auth.verify_refresh(token)
+    except InvalidToken:
+        ctx = await auth.verify_access(token)
+    await auth.delete_session(ctx)
 
 
 @post(NS + "createAppPassword", status_code=200)
