@@ -91,6 +91,8 @@ async def open_services(settings: Settings) -> AppServices:
     svc.db = await asyncio.to_thread(Database.open, settings.db_path)
     try:
         svc.keys = await asyncio.to_thread(KeyStore.open, settings)
+        svc.extra["identity"] = build_local_identity(settings, svc.db, svc.keys, on_event=lambda: _notify_firehose(svc))
+        await asyncio.to_thread(svc.extra["identity"].check_keys)  # missing keys: fail now, naming the fix
         secret = await asyncio.to_thread(load_jwt_secret, svc.keys, settings.service_did)
         svc.auth = AuthService(
             svc.db,
@@ -101,7 +103,6 @@ async def open_services(settings: Settings) -> AppServices:
         )
         svc.extra["blobs"] = BlobService(svc.db, settings)
         await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
-        svc.extra["identity"] = build_local_identity(settings, svc.db, svc.keys, on_event=lambda: _notify_firehose(svc))
         attach_account(svc)
     except BaseException:
         await asyncio.to_thread(svc.db.close)

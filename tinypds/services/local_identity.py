@@ -121,6 +121,27 @@ class LocalIdentity:
             raise
         return NewIdentity(did, handle, method, signing_did, rotation_keys, plc_url, endpoint)
 
+    def check_keys(self) -> None:
+        """At startup: the key store must hold this identity's keys (never make new ones).
+
+        Raises KeyStoreError/KeyMissingError naming the fix when a key is missing or differs.
+        """
+        from .keys import KeyStoreError
+
+        ident = self.identity()
+        if ident is None:
+            return
+        wanted = [("signing", ident.signing_key)]
+        if ident.method == "plc" and ident.rotation_key:
+            wanted.append(("rotation", ident.rotation_key))
+        for purpose, did_key in wanted:
+            have = self.keys.get_key(ident.did, purpose).public_key().did_key()
+            if have != did_key:
+                raise KeyStoreError(
+                    f"the {purpose} key in {self.keys.backend_name()} is not the one {ident.did} uses ({did_key}); "
+                    "restore the right one with `tinypds key import BACKUP`"
+                )
+
     # ---- reading ----------------------------------------------------------------------------------
     def identity(self) -> identity_db.IdentityRow | None:
         return self.db.read(lambda c: identity_db.get_identity(c))
@@ -129,19 +150,21 @@ class LocalIdentity:
         return self.db.read(lambda c: accounts_db.get_account(c))
 
     def is_local(self, did: str) -> bool:
-        ident = self.identity()
-        return ident is not None and ident.did == did
+        account = self.account()
+        return account is not None and account.did == did
 
     def own_state(self) -> PlcState:
-        """The DID state: verified from the PLC log (did:plc) or built from settings (did:web)."""
+        """The DID state: verified from the PLC log (did:plc) or built from settings (did:web,
+        or an account made without `tinypds init`, which has no identity row)."""
         ident = self.identity()
-        if ident is None:
-            raise PlcLogError("this server has no identity yet; run `tinypds init`")
-        if ident.method == "plc":
-            return self.plc.state(ident.did)
         account = self.account()
-        aka = [f"at://{account.handle}"] if account and account.handle else []
-        return PlcState(ident.did, [], {"atproto": ident.signing_key}, aka, pds_services(self.settings.public_url))
+        if ident is not None and ident.method == "plc":
+            return self.plc.state(ident.did)
+        if account is None:
+            raise PlcLogError("this server has no account yet; run `tinypds init`")
+        signing = ident.signing_key if ident else self.keys.get_key(account.did, "signing").public_key().did_key()
+        aka = [f"at://{account.handle}"] if account.handle else []
+        return PlcState(account.did, [], {"atproto": signing}, aka, pds_services(self.settings.public_url))
 
     def own_doc(self) -> dict:
         state = self.own_state()
