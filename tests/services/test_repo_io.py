@@ -249,3 +249,26 @@ def test_export_without_repo_is_a_clear_error(tmp_path):
             export_bytes(env.db)
     finally:
         env.db.close()
+
+
+def test_async_export_consumer_can_stop_early(tmp_path, repo_car):
+    root, blocks = repo_car
+    env = open_env(tmp_path, did=None)
+    try:
+        import_car(env.db, io.BytesIO(car_bytes([root], blocks)))
+
+        async def first_chunk():
+            agen = aiter_export(env.db, queue_size=1, chunk_size=1024)  # many chunks: the producer blocks
+            chunk = await agen.__anext__()
+            await agen.aclose()
+            await asyncio.sleep(0.5)  # the producer notices and releases its snapshot
+            return chunk
+
+        chunk = asyncio.run(first_chunk())
+        assert chunk.startswith(car_core.encode_header([root]))
+        # nothing holds a read snapshot any more: a checkpoint can truncate the whole WAL
+        env.db.write(lambda c: c.execute("INSERT INTO meta (key, value) VALUES ('x', 1)"))
+        log, done = env.db.checkpoint()
+        assert log == done
+    finally:
+        env.db.close()

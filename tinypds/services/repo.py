@@ -25,6 +25,7 @@ from ..core import dagcbor
 from ..core import events as events_core
 from ..core.cid import CID, cid_for_dagcbor
 from ..core.mst import MST
+from ..core.syntax import is_valid_nsid, is_valid_rkey
 from ..core.tid import TidClock
 from ..store import records as records_db
 from ..store import repo as repo_db
@@ -153,6 +154,10 @@ class RepoService:
             raise errors.InvalidRequest(f"unknown write action {w.action!r}")
         if w.action != "create" and not w.rkey:
             raise errors.InvalidRequest(f"{w.action} needs a record key")
+        if not is_valid_nsid(w.collection):
+            raise errors.InvalidRequest(f"invalid collection NSID: {w.collection!r}")
+        if w.rkey is not None and not is_valid_rkey(w.rkey):
+            raise errors.InvalidRequest(f"invalid record key: {w.rkey!r}")
         if w.action == "delete":
             return w, None, None
         if not isinstance(w.record, dict):

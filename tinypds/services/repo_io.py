@@ -14,12 +14,14 @@ blocks table then holds exactly the imported repo (plus unreferenced CAR blocks,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
 
 from ..core import car as car_core
+from ..core import dagcbor
 from ..core import events as events_core
 from ..core.blocks import MissingBlockError
 from ..core.cid import CID
@@ -89,8 +91,6 @@ def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[
         raise RepoIOError(str(exc)) from None
     unsigned = dict(obj)
     sig = unsigned.pop("sig")
-    from ..core import dagcbor
-
     msg = dagcbor.encode(unsigned)
     for label, pub in fallback_keys:
         if pub.verify(msg, sig):
@@ -174,8 +174,6 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress) -> tuple[CID,
 
 
 def _peek_rev(commit_bytes: bytes) -> str:
-    from ..core import dagcbor
-
     try:
         obj = dagcbor.decode(commit_bytes, strict=False)
         rev = obj.get("rev") if isinstance(obj, dict) else None
@@ -323,28 +321,40 @@ def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) ->
     return total
 
 
-async def aiter_export(db: Database, queue_size: int = 8) -> AsyncIterator[bytes]:
-    """iter_export on a worker thread, handed to the event loop through a bounded queue."""
+async def aiter_export(db: Database, queue_size: int = 4, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """iter_export on a worker thread, handed to the event loop through a bounded queue.
+
+    If the consumer stops early (client went away), the producer notices within ~0.2 s,
+    stops reading and closes its snapshot."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue(queue_size)
+    q: asyncio.Queue = asyncio.Queue(queue_size)
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        fut = asyncio.run_coroutine_threadsafe(q.put(item), loop)
+        while True:
+            try:
+                fut.result(timeout=0.2)
+                return True
+            except concurrent.futures.TimeoutError:
+                if stop.is_set():
+                    fut.cancel()
+                    return False
+
     def produce() -> None:
         try:
-            for chunk in iter_export(db):
-                if stop.is_set():
+            for chunk in iter_export(db, chunk_size):
+                if not put(chunk):
                     return
-                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(done), loop).result()
-        except BaseException as exc:  # hand the error to the consumer
-            if not stop.is_set():
-                asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
 
     task = loop.run_in_executor(None, produce)
     try:
         while True:
-            item = await queue.get()
+            item = await q.get()
             if item is done:
                 break
             if isinstance(item, BaseException):
@@ -352,9 +362,8 @@ async def aiter_export(db: Database, queue_size: int = 8) -> AsyncIterator[bytes
             yield item
     finally:
         stop.set()
-        while not queue.empty():
-            queue.get_nowait()
-        await asyncio.shield(task) if task.done() else None
+        if task.done():
+            task.result()
 
 
 # ---- verify ------------------------------------------------------------------------------
