@@ -165,3 +165,20 @@ def test_listings(db: Database) -> None:
 def test_iso_time() -> None:
     assert blobs.iso_time(0) == "1970-01-01T00:00:00.000Z"
     assert blobs.iso_time(1767225600.5) == "2026-01-01T00:00:00.500Z"
+
+
+def test_temp_key_finds_and_kills_an_upload(db: Database) -> None:
+    assert db.write(lambda c: blobs.kill_upload(c, "never-started")) is None
+    bid = db.write(lambda c: blobs.begin_upload(c, NOW, "k1"))
+    assert db.read(lambda c: blobs.upload_id(c, "k1")) == bid
+    db.write(lambda c: blobs.put_parts(c, bid, 0, [b"a"]))
+    assert db.write(lambda c: blobs.kill_upload(c, "k1")) == bid
+    with pytest.raises(blobs.UploadGone):  # a write still queued after the kill is refused
+        db.write(lambda c: blobs.put_parts(c, bid, 1, [b"b"]))
+    _purge_all(db, [bid])
+    assert db.read(blobs.status_counts) == {"parts": 0}
+    # a finalised upload gives its key back (NULL), so the key cannot reach it any more
+    done = db.write(lambda c: blobs.begin_upload(c, NOW, "k2"))
+    db.write(lambda c: blobs.put_parts(c, done, 0, [b"xyz"]))
+    db.write(lambda c: blobs.finish_upload(c, done, cid_for_raw(b"xyz"), "image/png", 3, NOW))
+    assert db.read(lambda c: blobs.upload_id(c, "k2")) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import time
 from typing import Any, AsyncIterable, AsyncIterator, Callable
 
@@ -64,16 +65,18 @@ class BlobService:
 
         Raises BlobTooLarge past the size limit, InvalidRequest if `expected_size` (the
         Content-Length) does not match. On any failure nothing of the upload remains.
+        One batch of parts is written while the next is received (at most one in flight).
         """
         if expected_size is not None and expected_size > self.max_bytes:
             raise BlobTooLarge(f"This file is too large. It is {expected_size} bytes but the maximum is {self.max_bytes}.")
+        key = secrets.token_hex(16)  # finds the row on failure, even if no write reported back
         hasher = hashlib.sha256()
         buf = bytearray()
         pending: list[bytes] = []
         head = b""
         total = 0
-        written = 0  # parts already in the database
-        blob_id: int | None = None
+        queued = 0  # parts handed to the writer so far
+        inflight: asyncio.Future | None = None
         try:
             async for chunk in chunks:
                 if not chunk:
@@ -96,50 +99,60 @@ class BlobService:
                         pending.append(bytes(buf))
                         buf.clear()
                 if len(pending) >= WRITE_BATCH_PARTS:
-                    blob_id = await self.db.awrite(self._write_parts(blob_id, written, pending))
-                    written += len(pending)
+                    if inflight is not None:
+                        await inflight
+                    inflight = asyncio.ensure_future(self.db.awrite(self._write_parts(key, queued, pending)))
+                    queued += len(pending)
                     pending = []
             if expected_size is not None and total != expected_size:
                 raise InvalidRequest("Request body is shorter than its Content-Length")
             if buf:
                 pending.append(bytes(buf))
                 buf.clear()
+            if inflight is not None:
+                await inflight
             cid = cid_for_raw_digest(hasher.digest())
             mime = choose_mime(head, declared_mime)
+            write_rest = self._write_parts(key, queued, pending)
             now = store.iso_time(self.clock())
 
             def finish(conn: Any) -> tuple[int, BlobMeta, bool]:
-                bid = self._write_parts(blob_id, written, pending)(conn)
-                meta, dedup = store.finish_upload(conn, bid, cid, mime, total, now)
-                return bid, meta, dedup
+                blob_id = write_rest(conn)
+                meta, dedup = store.finish_upload(conn, blob_id, cid, mime, total, now)
+                return blob_id, meta, dedup
 
             blob_id, meta, dedup = await self.db.awrite(finish)
         except BaseException:
-            if blob_id is not None:
-                await self._discard(blob_id)
+            await self._discard(key, inflight)
             raise
         if dedup:
             await self._purge(blob_id)  # the duplicate upload's parts
         return meta
 
-    def _write_parts(self, blob_id: int | None, first_idx: int, parts: list[bytes]) -> Callable[[Any], int]:
-        """A write function appending `parts`; creates the upload row on first use."""
+    def _write_parts(self, key: str, first_idx: int, parts: list[bytes]) -> Callable[[Any], int]:
+        """A write function appending `parts` to the upload `key` (creating its row first)."""
 
         def run(conn: Any) -> int:
-            bid = blob_id if blob_id is not None else store.begin_upload(conn, store.iso_time(self.clock()))
+            blob_id = store.upload_id(conn, key)
+            if blob_id is None:
+                blob_id = store.begin_upload(conn, store.iso_time(self.clock()), key)
             if parts:
-                store.put_parts(conn, bid, first_idx, parts)
-            return bid
+                store.put_parts(conn, blob_id, first_idx, parts)
+            return blob_id
 
         return run
 
-    async def _discard(self, blob_id: int) -> None:
-        """Remove a failed upload; leftovers (e.g. on shutdown) are collected at startup."""
+    async def _discard(self, key: str, inflight: asyncio.Future | None) -> None:
+        """Remove a failed upload. The writer runs writes in order, so this runs after any
+        write still in flight; leftovers (e.g. at shutdown) are collected by the GC."""
         try:
-            await self.db.awrite(lambda conn: store.kill(conn, blob_id))
-            await self._purge(blob_id)
-        except Exception:  # the original error matters more; GC will finish the job
-            log.warning("could not discard interrupted upload %s; it will be collected later", blob_id)
+            if inflight is not None:
+                await asyncio.gather(inflight, return_exceptions=True)
+            blob_id = await self.db.awrite(lambda conn: store.kill_upload(conn, key))
+            if blob_id is not None:
+                await self._purge(blob_id)
+        except BaseException:  # the original error matters more; GC will finish the job
+            log.warning("could not discard an interrupted upload; the blob GC will collect it")
 
     async def _purge(self, blob_id: int) -> None:
         """Delete a dead blob's parts in bounded write transactions, then its row."""

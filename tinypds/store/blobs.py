@@ -47,10 +47,24 @@ def part_count(size: int) -> int:
 
 
 # ---- writing -------------------------------------------------------------------------
-def begin_upload(conn: Conn, now: str) -> int:
+def begin_upload(conn: Conn, now: str, temp_key: str | None = None) -> int:
     """A new 'uploading' row; returns its id (parts are keyed by it)."""
-    conn.execute("INSERT INTO blobs (status, created_at) VALUES ('uploading', ?)", (now,))
+    conn.execute("INSERT INTO blobs (status, created_at, temp_key) VALUES ('uploading', ?, ?)", (now, temp_key))
     return conn.last_insert_rowid()
+
+
+def upload_id(conn: Conn, temp_key: str) -> int | None:
+    """The row id of the upload with this temp key (in any state), or None."""
+    row = conn.execute("SELECT id FROM blobs WHERE temp_key = ?", (temp_key,)).fetchone()
+    return row[0] if row else None
+
+
+def kill_upload(conn: Conn, temp_key: str) -> int | None:
+    """Mark the upload with this temp key dead; returns its id (None if it never started)."""
+    blob_id = upload_id(conn, temp_key)
+    if blob_id is not None:
+        kill(conn, blob_id)
+    return blob_id
 
 
 def _require_uploading(conn: Conn, blob_id: int) -> None:
@@ -90,7 +104,7 @@ def finish_upload(conn: Conn, blob_id: int, cid: CID, mime: str, size: int, now:
         return BlobMeta(CID(cid), old_mime, old_size, status), True
     status = "permanent" if _referenced(conn, cid) else "temp"
     conn.execute(
-        "UPDATE blobs SET cid = ?, mime = ?, size = ?, status = ?, created_at = ? WHERE id = ?",
+        "UPDATE blobs SET cid = ?, mime = ?, size = ?, status = ?, created_at = ?, temp_key = NULL WHERE id = ?",
         (bytes(cid), mime, size, status, now, blob_id),
     )
     return BlobMeta(CID(cid), mime, size, status), False

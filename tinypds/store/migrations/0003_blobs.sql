@@ -14,7 +14,9 @@ CREATE TABLE blobs (
     mime       TEXT NOT NULL DEFAULT 'application/octet-stream',
     size       INTEGER NOT NULL DEFAULT 0,
     status     TEXT NOT NULL CHECK (status IN ('uploading', 'temp', 'permanent', 'orphan', 'dead')),
-    created_at TEXT NOT NULL             -- ISO 8601 UTC; for temp blobs: when (last) uploaded
+    created_at TEXT NOT NULL,            -- ISO 8601 UTC; for temp blobs: when (last) uploaded
+    temp_key   TEXT UNIQUE               -- random key of a running upload (NULL once finalised), so an
+                                         -- interrupted upload can be found even if its row id never came back
 ) STRICT;
 CREATE INDEX blobs_status ON blobs (status, created_at);
 
