@@ -184,3 +184,12 @@ def test_cli_init_dev_with_plc_url_then_verify(tmp_path, plc_url):
     again = _cli(data, "init", "--dev", "--handle", "dave.test", "--hostname", "localhost:2653", "--password-stdin",
                  stdin="x\n")
     assert again.returncode == 1 and "already holds the account" in again.stderr
+
+
+def test_rotate_rotation_key_at_the_directory(env):
+    new = env.run(env.ident.create("alice.test", password_hash=None, plc_url=env.plc_url))
+    fresh = env.run(env.ident.rotate_rotation_key(new.did))
+    assert plc_get(f"/{new.did}/data")["rotationKeys"] == [fresh]
+    assert env.run(env.ident.plc.compare_with_directory(new.did)) == []
+    env.run(env.ident.update_handle(new.did, "bob.test"))  # the directory takes ops signed by the new key
+    assert doc_handle(plc_get(f"/{new.did}")) == "bob.test"

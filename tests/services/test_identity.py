@@ -336,3 +336,29 @@ def test_resolution_short_cuts_the_local_account(env):
     assert did == new.did and doc["id"] == new.did
     assert info["handle"] == "alice.test" and info["did"] == new.did
     assert correct is True
+
+
+def test_rotate_rotation_key_keeps_recovery_key_first(env):
+    recovery = K256PrivateKey.generate().public_key().did_key()
+    new = create(env, recovery_key=recovery)
+    old = env.keys.get_key(new.did, "rotation").public_key().did_key()
+    fresh = env.run(env.ident.rotate_rotation_key(new.did))
+    state = env.ident.plc.state(new.did)
+    assert state.rotation_keys == [recovery, fresh] and fresh != old
+    assert env.keys.get_key(new.did, "rotation").public_key().did_key() == fresh
+    assert env.ident.identity().rotation_key == fresh
+    assert len(env.ident.plc.ops(new.did)) == 3
+    env.ident.check_keys()  # the stored keys are the ones in use
+    env.run(env.ident.update_handle(new.did, "carol.test"))  # signed with the new key
+    assert env.ident.plc.state(new.did).handle() == "carol.test"
+
+
+def test_check_keys_names_the_fix_when_a_key_is_missing(env):
+    new = create(env)
+    env.ident.check_keys()
+    env.keys.delete_key(new.did, "rotation")
+    with pytest.raises(KeyMissingError, match="key import"):
+        env.ident.check_keys()
+    env.keys.put_key(new.did, "rotation", K256PrivateKey.generate())  # a different key is no fix
+    with pytest.raises(Exception, match="not one"):
+        env.ident.check_keys()

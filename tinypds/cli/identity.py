@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("handle")
     h.set_defaults(func=cmd_plc_handle)
 
+    plc.add_parser("rotate-key", help="replace this server's PLC rotation key (two signed ops)").set_defaults(
+        func=cmd_plc_rotate_key)
+
     key = sub.add_parser("key", help="back up or restore the account's private keys").add_subparsers(dest="key_cmd", metavar="CMD")
     key.required = True
     e = key.add_parser("export", help="write the keys sealed with a passphrase (argon2id + secretbox)")
@@ -295,6 +298,16 @@ def cmd_plc_handle(args: argparse.Namespace) -> int:
         row = ident.identity()
         await ident.update_handle(row.did, args.handle)
         print(f"handle of {row.did} is now {args.handle.lower()} (an #identity event was emitted)")
+
+    _with_identity(args, fn)
+    return 0
+
+
+def cmd_plc_rotate_key(args: argparse.Namespace) -> int:
+    async def fn(ident: Any) -> None:
+        row = ident.identity()
+        new = await ident.rotate_rotation_key(row.did)
+        print(f"the rotation key of {row.did} is now {new}; back up the keys again (tinypds key export)")
 
     _with_identity(args, fn)
     return 0

@@ -131,14 +131,14 @@ class LocalIdentity:
         ident = self.identity()
         if ident is None:
             return
-        wanted = [("signing", ident.signing_key)]
-        if ident.method == "plc" and ident.rotation_key:
-            wanted.append(("rotation", ident.rotation_key))
-        for purpose, did_key in wanted:
+        wanted = [("signing", [ident.signing_key])]
+        if ident.method == "plc":
+            wanted.append(("rotation", self.plc.state(ident.did).rotation_keys))
+        for purpose, allowed in wanted:
             have = self.keys.get_key(ident.did, purpose).public_key().did_key()
-            if have != did_key:
+            if have not in allowed:
                 raise KeyStoreError(
-                    f"the {purpose} key in {self.keys.backend_name()} is not the one {ident.did} uses ({did_key}); "
+                    f"the {purpose} key in {self.keys.backend_name()} is not one {ident.did} uses ({', '.join(allowed)}); "
                     "restore the right one with `tinypds key import BACKUP`"
                 )
 
@@ -253,6 +253,31 @@ class LocalIdentity:
         return await self.plc.apply(did, self.plc.sign_update(did, services={**self.plc.state(did).services,
                                                                                 **pds_services(endpoint)}))
 
+    async def rotate_rotation_key(self, did: str) -> str:
+        """Replace this server's PLC rotation key with a new one; returns its did:key.
+
+        Crash-safe in two ops: (1) the old key adds the new one next to itself, (2) the new
+        key, once stored, removes the old one. Between any two steps the key store holds a
+        key the directory accepts. Other rotation keys (a recovery key) keep their places.
+        """
+        self._require_plc(did)
+        old = self.keys.get_key(did, "rotation")
+        old_did = old.public_key().did_key()
+        new = K256PrivateKey.generate()
+        new_did = new.public_key().did_key()
+        keys = self.plc.state(did).rotation_keys
+        if old_did not in keys:
+            raise InvalidRequest("this server's rotation key is no longer one of the DID's rotationKeys")
+        if len(keys) >= 5:
+            raise InvalidRequest("the DID already has 5 rotation keys; remove one first")
+        at = keys.index(old_did)
+        await self.plc.apply(did, self.plc.sign_update(did, rotation_keys=keys[:at] + [new_did] + keys[at:]))
+        self.keys.put_key(did, "rotation", new)
+        final = [k for k in self.plc.state(did).rotation_keys if k != old_did]
+        op = core_plc.sign_operation(core_plc.build_update(self.plc.state(did), rotation_keys=final), new)
+        await self.plc.apply(did, op, also=lambda conn, _state: identity_db.set_keys(conn, did, rotation_key=new_did))
+        return new_did
+
     def recommended_credentials(self, did: str) -> dict:
         """getRecommendedDidCredentials: what our DID doc should hold for this server."""
         ident = self.identity()
@@ -291,7 +316,7 @@ class LocalIdentity:
             raise InvalidRequest("operation must be a signed plc_operation")
         ident = self.identity()
         account = self.account()
-        if ident.rotation_key not in (op.get("rotationKeys") or []):
+        if self.keys.get_key(did, "rotation").public_key().did_key() not in (op.get("rotationKeys") or []):
             raise InvalidRequest("Rotation keys do not include server's rotation key")
         svc = (op.get("services") or {}).get("atproto_pds") or {}
         if svc.get("type") != core_plc.ATPROTO_PDS_TYPE:
