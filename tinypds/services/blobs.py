@@ -1,13 +1,10 @@
-"""BlobService: streamed blob upload and download, listing, and garbage collection.
+"""BlobService: streamed blob upload/download, listings, GC. No HTTP types; no apsw (SQL is in store/blobs.py).
 
-No HTTP types; never imports apsw (SQL lives in store/blobs.py). Memory stays flat: an
-upload is hashed incrementally and written as 64 KiB parts in ~1 MiB write transactions
-(never the whole blob, never one long transaction); a download reads ~1 MiB of parts per
-off-loop read. Lifecycle is driven by SQL triggers on record_blobs (migration 0003), in
-the same transaction as the commit that adds or removes a reference: a referenced blob
-becomes 'permanent', one whose last reference goes becomes 'orphan'. So the repo service
-needs no hook; `gc_blobs(now)` (run periodically and at startup) deletes orphans, expired
-temp uploads and leftovers of interrupted uploads, in bounded batches.
+Memory is flat: uploads are hashed incrementally and written as 64 KiB parts in ~1 MiB
+transactions; downloads read ~1 MiB of parts per off-loop read. Lifecycle needs no hook from
+the repo service: triggers on record_blobs (migration 0003) mark blobs permanent/orphan inside
+the commit's own transaction; `gc_blobs` (startup + periodic) deletes orphans, expired temp
+uploads and interrupted uploads in bounded batches.
 """
 
 from __future__ import annotations

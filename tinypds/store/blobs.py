@@ -1,10 +1,8 @@
-"""The blobs tables: blob metadata and 64 KiB parts (SQL only; schema in migrations/0003).
+"""The blobs tables: metadata and 64 KiB parts (SQL only; schema and triggers in migrations/0003).
 
-Every function takes a connection: writes run inside `Database.write`, reads inside
-`Database.read`/`aread`. Must not import services or anything async. Tricky bits: a blob
-row's `cid` is NULL while it is uploading or being deleted ('dead'), so readers that join
-parts on the CID never see a half-written or half-deleted blob; big deletions go in
-bounded batches (`delete_dead_parts`) so no transaction holds the writer for long.
+Functions take a connection (writes inside `Database.write`). Must not import services or
+asyncio. Tricky bits: `cid` is NULL while a blob uploads or dies, so readers joining parts on
+the CID never see half a blob; deletions go in bounded batches (`delete_dead_parts`).
 """
 
 from __future__ import annotations
