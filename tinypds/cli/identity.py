@@ -221,7 +221,8 @@ def _print_next_steps(new: Any, settings: Any, keys: Any, sealed: bool, config_n
     if sealed:
         b = keys._backend
         out(f"Private keys: sealed file {b.file_path}, sealing secret {b.secret_path} (both 0600).")
-        out("  No desktop keyring was usable, so this headless-friendly store was chosen. Under systemd,")
+        why = "Chosen by the settings" if settings.keyring_backend == "file" else "No desktop keyring was usable"
+        out(f"  {why}; this store works headless (no D-Bus). Under systemd,")
         out(f"  move the secret out of reach and load it with LoadCredential=tinypds-keys:{b.secret_path}.")
     else:
         out(f"Private keys: the system keyring ({keys.backend_name()}), service \"tinypds\".")

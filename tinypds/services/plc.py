@@ -258,6 +258,12 @@ class PlcService:
         for i, (a, b) in enumerate(zip(local, remote)):
             if core_plc.operation_cid(a) != core_plc.operation_cid(b):
                 problems.append(f"operation {i} differs from the directory's")
+        try:
+            audited = core_plc.verify_audit_log(did, await self.client(ident.plc_url).get_audit_log(did))
+            if local and audited.prev != str(core_plc.operation_cid(local[-1])):
+                problems.append("the directory's audit log ends at another operation than the local log")
+        except PlcError as exc:
+            problems.append(f"the directory's audit log does not verify: {exc}")
         return problems
 
     # -- building, applying --
