@@ -107,3 +107,40 @@ def test_size_limit(start_pds):
     assert_xrpc_error(resp, 400, "BlobTooLarge")
     ok = httpx.post(server.url + UPLOAD, content=b"x" * 100_000, headers=headers)
     assert ok.status_code == 200 and ok.json()["blob"]["size"] == 100_000
+
+
+def test_client_disconnect_mid_upload_leaves_nothing(start_pds):
+    """A client that goes away mid-body leaves no blob rows (own server: the abort is logged)."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from tinypds.store.blobs import status_counts
+    from tinypds.store.db import Database
+
+    pds = start_pds()
+    auth = login(pds)
+    url = urlparse(pds.url)
+    db = Database.open(pds.data_dir / "tinypds.sqlite", create=False)
+
+    def wait_for(cond, what: str) -> dict:
+        deadline = time.monotonic() + 20
+        while True:
+            counts = db.read(status_counts)
+            if cond(counts):
+                return counts
+            assert time.monotonic() < deadline, f"{what}: {counts}"
+            time.sleep(0.05)
+
+    try:
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            head = (
+                f"POST {UPLOAD} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: {auth['Authorization']}\r\n"
+                f"Content-Type: image/png\r\nContent-Length: {8 * 1024 * 1024}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + os.urandom(3 * 1024 * 1024))  # 3 of the 8 MiB announced
+            wait_for(lambda c: c.get("uploading", 0) == 1 and c["parts"] > 0, "the upload never reached the database")
+        counts = wait_for(lambda c: "uploading" not in c and "dead" not in c, "interrupted upload left rows behind")
+        assert counts == {"parts": 0}
+    finally:
+        db.close()
