@@ -104,16 +104,17 @@ async def open_services(settings: Settings) -> AppServices:
         svc.extra["blobs"] = BlobService(svc.db, settings)
         await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)
+        from .services.relay import open_relay_services
+        svc.extra.update(await open_relay_services(settings, svc.db))  # seq guard, firehose, crawler, write budget
     except BaseException:
         await asyncio.to_thread(svc.db.close)
         raise
     return svc
 
 
-def _notify_firehose(svc: AppServices) -> None:
-    firehose = svc.extra.get("firehose")
-    if firehose is not None:
-        firehose.notify()
+def _notify_firehose(svc: AppServices, *_args: Any) -> None:
+    from .services.relay import after_event
+    after_event(svc.extra)  # firehose subscribers and relays hear of the new event
 
 
 def attach_account(svc: AppServices) -> None:
@@ -128,6 +129,7 @@ def attach_account(svc: AppServices) -> None:
         svc.repo = svc.records = None
         return
     svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys)
+    svc.repo.add_listener(lambda *_a: _notify_firehose(svc))
     svc.records = RecordService(svc.repo, blobs=svc.extra.get("blobs"))
 
 

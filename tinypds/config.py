@@ -44,6 +44,7 @@ class Settings:
     relays: tuple[str, ...] = ("https://bsky.network",)
     event_retention_hours: int = 72
     crawl_interval_seconds: int = 1200
+    firehose_max_lag: int = 1000  # frames a live subscriber may fall behind before ConsumerTooSlow
     # proxy targets
     appview_url: str = "https://api.bsky.app"
     appview_did: str = "did:web:api.bsky.app"

@@ -68,6 +68,7 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "TINYPDS_HOSTNAME": "localhost:2583",
             "TINYPDS_KEYRING_BACKEND": "file",
             "TINYPDS_LOG_LEVEL": "warning",
+            "TINYPDS_WRITE_RATE_LIMIT": "0",  # the relay-safe budget is tested on its own
             "PYTHONUNBUFFERED": "1",
         }
     )

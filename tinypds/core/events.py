@@ -109,3 +109,17 @@ def error_frame(error: str, message: str | None = None) -> bytes:
     if message is not None:
         body["message"] = message
     return dagcbor.encode({"op": -1}) + dagcbor.encode(body)
+
+
+def parse_frame(data: bytes) -> tuple[dict, dict]:
+    """(header, body) of one frame, both decoded strictly (consumers, tests, benchmarks).
+
+    The header is a tiny map, so its end is found by trying the few possible lengths."""
+    for end in range(1, min(len(data), 64)):
+        try:
+            header = dagcbor.decode(data[:end])
+        except (dagcbor.DagCborError, ValueError):
+            continue
+        if isinstance(header, dict) and "op" in header:
+            return header, dagcbor.decode(data[end:])
+    raise dagcbor.DagCborError("frame has no valid header")

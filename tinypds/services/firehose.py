@@ -214,8 +214,8 @@ class Firehose:
 
         if self._closed:
             raise FirehoseClosed()
-        if cursor is None:
-            return Subscriber(last=self.head), None
+        if cursor is None:  # live only: from the newest durable event, even if not fetched yet
+            return Subscriber(last=max(self.head, await self.db.aread(events_db.last_seq))), None
         if cursor < 0:
             raise InvalidRequest("cursor must not be negative")
         newest = await self.db.aread(events_db.last_seq)

@@ -48,6 +48,8 @@ def _records(request: Request, ident: Any, ctx: Any = None) -> Any:
         raise RepoNotFound(f"Could not find repo: {ident}")
     if ctx is not None and account.status != "active":
         raise RepoDeactivated(f"Account is {account.status}; it cannot be written to")
+    if ctx is not None and svc.extra.get("ratelimit") is not None:
+        svc.extra["ratelimit"].acquire()  # relay-safe commit budget: RateLimitExceeded (429) with ratelimit-* headers
     return svc.records
 
 

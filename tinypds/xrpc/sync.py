@@ -1,4 +1,5 @@
-"""com.atproto.sync.*: getBlob, listBlobs, getLatestCommit, getRepoStatus, getRepo.
+"""com.atproto.sync.*: getBlob, listBlobs, getLatestCommit, getRepoStatus, getRepo, getRecord,
+getBlocks, listRepos and the subscribeRepos websocket (the firehose).
 
 Public (no auth): relays and AppViews read these. Blobs and repo CARs are streamed, never
 held whole in memory. getBlob sends the stored content type with headers that stop a
@@ -7,12 +8,16 @@ browser from running it. Never imports tinypds.store.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from litestar import Request, get
+from litestar import Request, Response, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
 from litestar.response import Stream
 
-from ..core.syntax import InvalidSyntax, parse_did
+from ..core.cid import CID
+from ..core.events import error_frame
+from ..core.syntax import InvalidSyntax, parse_did, parse_nsid, parse_rkey, parse_tid
 from ..errors import InvalidRequest, RepoNotFound
 from ..services import repo_io
 from .routing import query_int, query_str, services
@@ -66,6 +71,7 @@ async def get_blob(request: Request) -> Stream:
 async def list_blobs(request: Request) -> dict:
     did = _did(request)
     _account_for(request, did)
+    await _available(request, did)
     limit = query_int(request, "limit", 500, 1, 1000)
     cids, cursor = await services(request).extra["blobs"].list_blobs(
         query_str(request, "since"), query_str(request, "cursor"), limit
@@ -76,10 +82,19 @@ async def list_blobs(request: Request) -> dict:
     return out
 
 
+async def _available(request: Request, did: str) -> Any:
+    """The repo root when `did` is hosted here and servable (RepoDeactivated/RepoTakendown/... otherwise)."""
+    sync = services(request).extra.get("sync")
+    if sync is None:
+        _account_for(request, did)
+        return services(request).repo.get_root()
+    return await sync.check_available(did)
+
+
 @get(NS + "getLatestCommit")
 async def get_latest_commit(request: Request) -> dict:
     svc = _account_for(request, _did(request))
-    root = svc.repo.get_root()
+    root = await _available(request, svc.account.did)
     if root is None:
         raise RepoNotFound("Could not find root for DID")
     return {"cid": str(root.commit_cid), "rev": root.rev}
@@ -97,10 +112,109 @@ async def get_repo_status(request: Request) -> dict:
 
 @get(NS + "getRepo")
 async def get_repo(request: Request) -> Stream:
-    svc = _account_for(request, _did(request))
-    if query_str(request, "since"):
-        raise InvalidRequest("getRepo with `since` is not supported yet; fetch the whole repo")
-    return Stream(repo_io.aiter_export(svc.db), media_type="application/vnd.ipld.car")
+    did = _did(request)
+    since = query_str(request, "since")
+    if since is not None:
+        try:
+            since = parse_tid(since)
+        except InvalidSyntax:
+            raise InvalidRequest(f"Invalid since: {since[:100]}") from None
+    sync = services(request).extra.get("sync")
+    if sync is None:
+        svc = _account_for(request, did)
+        return Stream(repo_io.aiter_export(svc.db), media_type=CAR)
+    chunks = await sync.repo_car(did, since)  # errors (RepoDeactivated, ...) before the first byte
+    return Stream(chunks, media_type=CAR)
 
 
-ROUTES = [get_blob, list_blobs, get_latest_commit, get_repo_status, get_repo]
+CAR = "application/vnd.ipld.car"
+
+
+def _sync(request: Request) -> Any:
+    sync = services(request).extra.get("sync")
+    if sync is None:
+        raise RepoNotFound("This server has no repository yet")
+    return sync
+
+
+@get(NS + "getRecord")
+async def get_record(request: Request) -> Response:
+    """A CAR proof (commit, MST path and neighbours, record): also proves absence."""
+    did = _did(request)
+    try:
+        collection = parse_nsid(query_str(request, "collection", required=True))
+        rkey = parse_rkey(query_str(request, "rkey", required=True))
+    except InvalidSyntax as exc:
+        raise InvalidRequest(str(exc)) from None
+    car, _cid = await _sync(request).record_proof(did, collection, rkey)
+    return Response(car, media_type=CAR)
+
+
+@get(NS + "getBlocks")
+async def get_blocks(request: Request) -> Response:
+    did = _did(request)
+    raw = request.query_params.getall("cids", [])
+    if not raw:
+        raise InvalidRequest('Error: Params must have the property "cids"')
+    try:
+        cids = [CID.parse(c) for c in raw]
+    except ValueError:
+        raise InvalidRequest("Invalid cid in cids") from None
+    return Response(await _sync(request).blocks_car(did, cids), media_type=CAR)
+
+
+@get(NS + "listRepos")
+async def list_repos(request: Request) -> dict:
+    limit = query_int(request, "limit", 500, 1, 1000)
+    sync = services(request).extra.get("sync")
+    if sync is None:
+        return {"repos": []}
+    repos, cursor = await sync.list_repos(limit, query_str(request, "cursor"))
+    out: dict[str, Any] = {"repos": repos}
+    if cursor:
+        out["cursor"] = cursor
+    return out
+
+
+async def _until_disconnect(socket: WebSocket) -> None:
+    try:
+        while True:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, OSError):
+        return
+
+
+@websocket(NS + "subscribeRepos")
+async def subscribe_repos(socket: WebSocket) -> None:
+    """The firehose: frames from the outbox until the consumer leaves or is cut off."""
+    await socket.accept()
+    firehose = socket.app.state.services.extra.get("firehose")
+    raw = socket.query_params.get("cursor")
+    try:
+        cursor = int(raw) if raw not in (None, "") else None
+    except ValueError:
+        cursor = -1
+    if firehose is None or cursor is not None and cursor < 0:
+        error = ("InvalidRequest", "cursor must be a non-negative integer") if firehose else ("NotEnoughResources", "no firehose")
+        await socket.send_bytes(error_frame(*error))
+        await socket.close(code=1008)
+        return
+    serving = asyncio.create_task(firehose.serve(socket.send_bytes, cursor))
+    leaving = asyncio.create_task(_until_disconnect(socket))
+    try:
+        await asyncio.wait({serving, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (serving, leaving):
+            task.cancel()
+        await asyncio.gather(serving, leaving, return_exceptions=True)
+    if serving.done() and not serving.cancelled() and serving.exception() is None:
+        try:
+            await asyncio.wait_for(socket.close(code=1008 if serving.result() else 1000), 5)
+        except Exception:
+            pass
+
+
+ROUTES = [get_blob, list_blobs, get_latest_commit, get_repo_status, get_repo, get_record, get_blocks, list_repos,
+          subscribe_repos]
