@@ -305,8 +305,9 @@ class LocalIdentity:
         fields = {"rotationKeys": "rotation_keys", "alsoKnownAs": "also_known_as",
                   "verificationMethods": "verification_methods", "services": "services"}
         kw = {fields[k]: v for k, v in changes.items() if k in fields and v is not None}
+        op = self.plc.sign_update(did, **kw)  # bad fields fail here, before the token is spent
         await self.plc.consume_token(did, token)
-        return self.plc.sign_update(did, **kw)
+        return op
 
     async def submit_plc_operation(self, did: str, op: Any) -> None:
         """Check `op` keeps this server in charge (rotation key, signing key, endpoint, handle),
