@@ -133,3 +133,24 @@ def test_did_web_document_is_served(tmp_path):
         assert session(server.url)["did"] == did
     finally:
         assert server.stop() == 0
+
+
+def test_key_export_then_import_restores_a_lost_key_store(tmp_path):
+    data = tmp_path / "k"
+    did = init(data)
+    backup = tmp_path / "keys.backup"
+    out = cli(data, "key", "export", "--sealed", str(backup), "--passphrase-stdin", stdin="pass phrase\n")
+    assert out.returncode == 0, out.stderr
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert did.encode() not in backup.read_bytes()  # sealed, not plain JSON
+    (data / "keys.json").unlink()  # the key store is lost
+    lost = cli(data, "plc", "handle", "bob.test")
+    assert lost.returncode == 1 and "key import" in lost.stderr
+    wrong = cli(data, "key", "import", str(backup), "--passphrase-stdin", stdin="nope\n")
+    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
+    ok = cli(data, "key", "import", str(backup), "--passphrase-stdin", stdin="pass phrase\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "rotation key of " + did in ok.stdout
+    moved = cli(data, "plc", "handle", "bob.test")
+    assert moved.returncode == 0, moved.stderr
+    assert cli(data, "plc", "verify").returncode == 0

@@ -327,8 +327,9 @@ def cmd_key_export(args: argparse.Namespace) -> int:
     keys = _open_keys(settings)
     did = _local_did(settings)
     passphrase = _secret("Passphrase", args.passphrase_stdin)
+    dids = [did] + ([settings.service_did] if settings.service_did != did else [])  # + the session secret
     try:
-        blob = keys.export_sealed([did], passphrase)
+        blob = keys.export_sealed(dids, passphrase)
     except (KeyStoreError, ValueError) as exc:
         raise CliError(str(exc)) from None
     dest.write_bytes(blob)
