@@ -115,8 +115,8 @@ class LocalIdentity:
             else:
                 await self.db.awrite(rows)
         except BaseException:
-            self.keys.delete_key(did, "signing")
-            if rotation is not None:
+            if rotation is not None:  # a fresh did:plc nobody else uses: drop its keys again
+                self.keys.delete_key(did, "signing")
                 self.keys.delete_key(did, "rotation")
             raise
         return NewIdentity(did, handle, method, signing_did, rotation_keys, plc_url, endpoint)
@@ -133,7 +133,8 @@ class LocalIdentity:
             return
         wanted = [("signing", [ident.signing_key])]
         if ident.method == "plc":
-            wanted.append(("rotation", self.plc.state(ident.did).rotation_keys))
+            # an account migrating in holds its new rotation key before the DID lists it
+            wanted.append(("rotation", [*self.plc.state(ident.did).rotation_keys, *filter(None, [ident.rotation_key])]))
         for purpose, allowed in wanted:
             have = self.keys.get_key(ident.did, purpose).public_key().did_key()
             if have not in allowed:
