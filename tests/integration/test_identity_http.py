@@ -154,3 +154,23 @@ def test_key_export_then_import_restores_a_lost_key_store(tmp_path):
     moved = cli(data, "plc", "handle", "bob.test")
     assert moved.returncode == 0, moved.stderr
     assert cli(data, "plc", "verify").returncode == 0
+
+
+def test_handle_change_reaches_the_firehose_as_an_identity_event(tmp_path):
+    ws_client = pytest.importorskip("websockets.sync.client")
+    from tinypds.core.events import parse_frame
+
+    data = tmp_path / "fh"
+    did = init(data)
+    server = start_server(data, extra_env={"TINYPDS_HOSTNAME": HOSTNAME})
+    try:
+        auth = {"authorization": f"Bearer {session(server.url)['accessJwt']}"}
+        url = server.url.replace("http://", "ws://") + "/xrpc/com.atproto.sync.subscribeRepos"
+        with ws_client.connect(url, max_size=None) as ws:  # live, from now on
+            r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "erin.test"}, headers=auth)
+            assert r.status_code == 200, r.text
+            header, body = parse_frame(ws.recv(timeout=30))
+        assert header == {"op": 1, "t": "#identity"}
+        assert body["did"] == did and body["handle"] == "erin.test" and body["seq"] > 0
+    finally:
+        assert server.stop() == 0
