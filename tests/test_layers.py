@@ -31,6 +31,7 @@ OWNERS = {
     "cryptography": {"core/crypto.py"},
     "litestar": {"app.py", "xrpc/"},
     "uvicorn": {"cli/server.py"},
+    "dns": {"services/identity.py"},
 }
 
 
