@@ -155,6 +155,15 @@ def test_post_body_streams_through(lab):
     assert echo["headers"]["content-type"] == "application/json"
 
 
+def test_head_is_proxied_without_a_body(lab):
+    before = len(lab.appview.received)
+    with lab.client() as c:
+        r = c.head("/xrpc/app.bsky.actor.getProfile", params={"actor": HANDLE})
+        assert r.status_code == 200 and r.content == b""
+        assert c.get("/xrpc/app.bsky.actor.getProfile", params={"actor": HANDLE}).status_code == 200  # pool still fine
+    assert [e["method"] for e in lab.appview.received[before:]] == ["HEAD", "GET"]
+
+
 def test_chat_goes_to_the_chat_service(lab):
     with lab.client() as c:
         r1 = c.get("/xrpc/chat.bsky.convo.listConvos")

@@ -89,11 +89,18 @@ class Target:
 
 @dataclass
 class Forwarded:
-    """A successful upstream response: status, the headers to pass on, the raw body stream."""
+    """A successful upstream response: status, the headers to pass on, the raw body stream.
+
+    Iterate `body` to the end, or call `aclose()` (e.g. for HEAD), so the connection is freed.
+    """
 
     status: int
     headers: dict[str, str]
     body: AsyncIterator[bytes]
+    _response: httpx.Response
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 def check_proxy_allowed(nsid: str, ctx: Any) -> None:
@@ -330,7 +337,7 @@ class ProxyService:
         if response.status_code >= 400:
             raise await self._upstream_error(response)
         passed = {n: response.headers[n] for n in (*_RESPONSE_CONTENT_HEADERS, *_RESPONSE_HEADERS) if n in response.headers}
-        return Forwarded(response.status_code, passed, self._relay(response, target))
+        return Forwarded(response.status_code, passed, self._relay(response, target), response)
 
     async def _relay(self, response: httpx.Response, target: Target) -> AsyncIterator[bytes]:
         """The raw upstream body (still content-encoded), chunk by chunk; closes the upstream."""

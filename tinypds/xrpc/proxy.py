@@ -41,7 +41,7 @@ async def forward_request(request: Request, nsid: str, ctx: Any, target: Target 
     fwd = await proxy_service(request).forward(ctx, nsid, request.method, query, headers, body, target)
     media_type = fwd.headers.pop("content-type", None) or "application/octet-stream"
     if request.method == "HEAD":
-        await fwd.body.aclose()  # type: ignore[attr-defined]
+        await fwd.aclose()
         return Response(content=b"", status_code=fwd.status, headers=fwd.headers, media_type=media_type)
     return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers, media_type=media_type)
 
