@@ -78,7 +78,7 @@ def test_unknown_type_passes_as_unknown_unless_validate_true(svc):
     rec = {"$type": "com.example.thing", "anything": [1, 2]}
     out = run(svc.create("com.example.thing", rec))
     assert out.results[0].validation_status == "unknown"
-    with pytest.raises(errors.InvalidRequest, match="Lexicon not found: lex:com.example.thing"):
+    with pytest.raises(errors.InvalidRequest, match="Unknown lexicon type: com.example.thing"):
         run(svc.create("com.example.thing", rec, validate=True))
     assert run(svc.create("com.example.thing", rec, validate=False)).results[0].validation_status is None
 
@@ -105,13 +105,17 @@ def test_singleton_defaults_to_self_and_refuses_other_keys(svc):
     profile = {"$type": "app.bsky.actor.profile", "displayName": "Alice"}
     out = run(svc.create("app.bsky.actor.profile", profile))
     assert out.results[0].uri == f"at://{DID}/app.bsky.actor.profile/self"
-    with pytest.raises(errors.InvalidRequest, match="Record key must be 'self'"):
+    with pytest.raises(errors.InvalidRequest) as exc:
         run(svc.put("app.bsky.actor.profile", "other", profile))
+    assert exc.value.message == 'Invalid record key for app.bsky.actor.profile: Expected "self" (got "other")'
+    assert run(svc.put("app.bsky.actor.profile", "other", profile, validate=False)).results[0].validation_status is None
 
 
 def test_tid_type_refuses_a_non_tid_key_and_bad_syntax(svc):
-    with pytest.raises(errors.InvalidRequest, match="Record key must be a TID"):
+    with pytest.raises(errors.InvalidRequest) as exc:
         run(svc.create("app.bsky.feed.post", post(), rkey="mykey"))
+    assert exc.value.message == 'Invalid record key for app.bsky.feed.post: Invalid TID string (got "mykey")'
+    assert run(svc.create("app.bsky.feed.post", post(), rkey="mykey", validate=False)).results[0].uri.endswith("/mykey")
     with pytest.raises(errors.InvalidRequest, match="Invalid record key"):
         run(svc.create("com.example.thing", {"a": 1}, rkey="bad/key"))
     with pytest.raises(errors.InvalidRequest, match="Invalid collection"):
@@ -175,8 +179,8 @@ def test_apply_writes_is_one_commit_and_all_or_nothing(svc, env):
 def test_apply_writes_limits(svc):
     with pytest.raises(errors.InvalidRequest, match="Too many writes. Max: 200"):
         run(svc.apply_writes([WriteOp("create", "com.example.thing", None, {"v": i}) for i in range(201)]))
-    with pytest.raises(errors.InvalidRequest):
-        run(svc.apply_writes([]))
+    empty = run(svc.apply_writes([]))
+    assert empty.results == [] and empty.commit_meta() is None
     with pytest.raises(errors.InvalidRequest, match="Unknown write action"):
         run(svc.apply_writes([WriteOp("upsert", "com.example.thing", "k", {"v": 1})]))
     out = run(svc.apply_writes([WriteOp("create", "com.example.thing", None, {"v": i}) for i in range(200)]))
@@ -236,3 +240,16 @@ def test_list_records_pages_both_ways(svc):
     with pytest.raises(errors.InvalidRequest):
         svc.list_records("com.example.thing", limit=101)
     assert svc.collections() == ["com.example.thing"]
+
+
+def test_put_of_an_unchanged_record_makes_no_commit(svc, env):
+    first = run(svc.put("com.example.thing", "same", {"v": 1}))
+    again = run(svc.put("com.example.thing", "same", {"v": 1}))
+    assert again.commit_meta() is None and again.results[0].cid == first.results[0].cid
+    assert env.repo.get_root().rev == first.rev
+    swapped = run(svc.put("com.example.thing", "same", {"v": 1}, swap_record=first.results[0].cid))
+    assert swapped.commit_meta() is None
+    with pytest.raises(errors.InvalidSwap):  # a swap that does not hold still fails
+        run(svc.put("com.example.thing", "same", {"v": 1}, swap_record=MUST_NOT_EXIST))
+    changed = run(svc.put("com.example.thing", "same", {"v": 2}))
+    assert changed.rev > first.rev

@@ -6,7 +6,8 @@ Tricky bits: `validate` is tri-state (True: the type must be known and valid; Fa
 None: validate known types, unknown ones pass as "unknown"); `$type` is filled in from the
 collection when absent and must equal it otherwise; a singleton type (record key
 `literal:self`) gets that key by default, other types a TID (chosen by RepoService);
-deleting an absent record without swapRecord is a no-op, like the reference PDS.
+deleting an absent record without swapRecord, putting an unchanged record and an empty
+applyWrites are no-ops without a commit (the reference PDS likewise skips the first two).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from .. import errors
 from ..core import dagcbor
 from ..core import syntax as sx
-from ..core.cid import CID
+from ..core.cid import CID, cid_for_dagcbor
 from ..core.lexicon import LexiconCatalog, LexiconValidationError
 from ..lexicons import default_catalog
 from .repo import MAX_WRITES, MUST_NOT_EXIST, CommitResult, RecordView, RepoService, Write
@@ -162,13 +163,28 @@ class RecordService:
             return record, None
         if not self.catalog.has_record(collection):
             if validate is True:
-                raise errors.InvalidRequest(f"Lexicon not found: lex:{collection}")
+                raise errors.InvalidRequest(f"Unknown lexicon type: {collection}")
             return record, UNKNOWN
+        if rkey is not None:
+            self.check_rkey_type(collection, rkey)
         try:
-            self.catalog.validate_record(collection, record, rkey)
+            self.catalog.validate_record(collection, record)
         except LexiconValidationError as exc:
             raise errors.InvalidRequest(f"Invalid {collection} record: {exc}") from None
         return record, VALID
+
+    def check_rkey_type(self, collection: str, rkey: str) -> None:
+        """The schema's record-key type (tid, nsid, literal:self, any), worded like the reference PDS."""
+        key = self.catalog.get_def(collection).get("key", "any")
+        if key == "tid" and not sx.is_valid_tid(rkey):
+            reason = f'Invalid TID string (got "{rkey}")'
+        elif key == "nsid" and not sx.is_valid_nsid(rkey):
+            reason = f'Invalid NSID (got "{rkey}")'
+        elif key.startswith("literal:") and rkey != key[len("literal:"):]:
+            reason = f'Expected "{key[len("literal:"):]}" (got "{rkey}")'
+        else:
+            return
+        raise errors.InvalidRequest(f"Invalid record key for {collection}: {reason}")
 
     def check_blobs(self, prepared: list[PreparedWrite]) -> None:
         """Every referenced blob must have been uploaded here (BlobNotFound otherwise), and the
@@ -198,8 +214,8 @@ class RecordService:
     async def apply_writes(self, ops: list[WriteOp], *, validate: bool | None = None,
                            swap_commit: str | None = None) -> CommitOutcome:
         """Apply up to 200 writes as ONE commit (all or nothing)."""
-        if not ops:
-            raise errors.InvalidRequest("No writes given")
+        if not ops:  # nothing to commit: an empty result (the reference makes an empty commit)
+            return CommitOutcome(None, None, [])
         if len(ops) > MAX_WRITES:
             raise errors.InvalidRequest(f"Too many writes. Max: {MAX_WRITES}")
         swap = parse_cid(swap_commit, "swapCommit") if swap_commit is not None else None
@@ -220,6 +236,11 @@ class RecordService:
         self.check_blobs([p])
         swap = parse_cid(swap_commit, "swapCommit") if swap_commit is not None else None
         w = p.write
+        if swap is None and w.swap_record is not MUST_NOT_EXIST:  # unchanged record: no commit (as the reference)
+            current = self.repo.get_record(w.collection, w.rkey)
+            if current is not None and (w.swap_record is None or w.swap_record == current.cid):
+                if current.cid == cid_for_dagcbor(dagcbor.encode(w.record)):
+                    return CommitOutcome(None, None, [WriteOutcome("update", current.uri, str(current.cid), p.validation_status)])
         result = await self.repo.put_record(w.collection, w.rkey, w.record, w.swap_record, swap)
         return self._outcome(result, [p])
 

@@ -14,7 +14,7 @@ from litestar import Request, get, post
 
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
-from ..errors import AuthenticationRequired, InvalidRequest, RepoDeactivated, RepoNotFound
+from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import access_auth, body_bool, body_str, json_body, query_int, query_str, services
 
@@ -43,7 +43,9 @@ def _records(request: Request, ident: Any, ctx: Any = None) -> Any:
     account = svc.account
     mine = ident == account.did or ident.lower() == (account.handle or "").lower()
     if ctx is not None and (not mine or ctx.did != account.did):
-        raise AuthenticationRequired("Insufficient access: you can only write to your own repo")
+        err = AccountNotFound("Account not found")  # the reference PDS's answer: 403 AccountNotFound
+        err.status = 403
+        raise err
     if not mine:
         raise RepoNotFound(f"Could not find repo: {ident}")
     if ctx is not None and account.status != "active":
@@ -65,7 +67,9 @@ def _record_value(body: dict) -> Any:
 
 def _write_result(outcome: Any) -> dict:
     r = outcome.results[0]
-    out: dict[str, Any] = {"uri": r.uri, "cid": r.cid, "commit": outcome.commit_meta()}
+    out: dict[str, Any] = {"uri": r.uri, "cid": r.cid}
+    if outcome.commit_cid is not None:  # an unchanged putRecord makes no commit
+        out["commit"] = outcome.commit_meta()
     if r.validation_status:
         out["validationStatus"] = r.validation_status
     return out
@@ -160,7 +164,10 @@ async def apply_writes(request: Request) -> dict:
         if r.validation_status:
             item["validationStatus"] = r.validation_status
         results.append(item)
-    return {"commit": outcome.commit_meta(), "results": results}
+    out: dict[str, Any] = {"results": results}
+    if outcome.commit_cid is not None:  # an empty batch makes no commit
+        out["commit"] = outcome.commit_meta()
+    return out
 
 
 # ---- reads -----------------------------------------------------------------------------
