@@ -124,19 +124,17 @@ def _dummy_hash() -> str:
 def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
     """The session-JWT HMAC secret, kept in the KeyStore (never the database); made on first use.
 
-    Stored as a key entry of `owner_did` (the service DID) under purpose "jwt" when the
-    KeyStore knows that purpose, else "signing" (the service DID has no other key); the
-    secret is a domain-separated hash of the entry, so it is never used as a signing key.
+    Stored as the "jwt" entry of `owner_did` (the service DID); the secret is a
+    domain-separated hash of that entry, so the stored value is never used directly.
     """
     from . import keys as keys_module
     from ..core.crypto import K256PrivateKey
 
-    purpose = "jwt" if "jwt" in getattr(keys_module, "PURPOSES", ()) else "signing"
     try:
-        key = keys.get_key(owner_did, purpose)
+        key = keys.get_key(owner_did, "jwt")
     except keys_module.KeyMissingError:
         key = K256PrivateKey.generate()
-        keys.put_key(owner_did, purpose, key)
+        keys.put_key(owner_did, "jwt", key)
     return hashlib.sha256(b"tinypds session jwt v1\0" + key.to_bytes()).digest()
 
 

@@ -32,7 +32,7 @@ import nacl.utils
 from tinypds.core.crypto import K256PrivateKey, P256PrivateKey, PrivateKey
 
 SERVICE = "tinypds"
-PURPOSES = ("signing", "rotation")
+PURPOSES = ("signing", "rotation", "jwt")  # jwt: the session-token HMAC seed of the service DID
 DEFAULT_KEY_FILE = "~/.config/tinypds/keys.json"
 CREDENTIAL_NAME = "tinypds-keys"  # systemd: LoadCredential=tinypds-keys:/path/to/secret
 
