@@ -76,8 +76,11 @@ def test_update_handle_then_session_and_describe_repo_follow(served):
     auth = {"authorization": f"Bearer {token}"}
     r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "bob.test"}, headers=auth)
     assert r.status_code == 200, r.text
-    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "bob.example.com"}, headers=auth)
-    assert r.status_code == 400 and r.json()["error"] == "HandleNotAvailable"
+    # (a handle that does not point at us is covered offline in tests/services/test_identity.py)
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "bob.invalid"}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"] == "UnsupportedDomain"
+    r = httpx.post(server.url + XRPC + "identity.updateHandle", json={"handle": "-bad-.test"}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"] == "InvalidHandle"
     assert httpx.get(server.url + XRPC + "server.getSession", headers=auth).json()["handle"] == "bob.test"
     desc = httpx.get(server.url + XRPC + "repo.describeRepo", params={"repo": did}).json()
     assert desc["handle"] == "bob.test" and desc["didDoc"]["alsoKnownAs"] == ["at://bob.test"]
