@@ -139,3 +139,19 @@ def iter_index_in_mst_order(conn: Conn) -> Iterator[tuple[str, CID]]:
         prefix = collection + "/"
         for rkey, cid in conn.execute(sql, (collection,)):
             yield prefix + rkey, CID(cid)
+
+
+def first_record_without_block(conn: Conn) -> tuple[str, str, CID] | None:
+    """A record whose block is not stored (import check), or None."""
+    row = conn.execute(
+        "SELECT collection, rkey, cid FROM records r WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.cid = r.cid) LIMIT 1"
+    ).fetchone()
+    return (row[0], row[1], CID(row[2])) if row else None
+
+
+def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes]]:
+    """(collection, rkey, data) of records whose block contains `needle` (e.g. b"mimeType")."""
+    yield from conn.execute(
+        "SELECT r.collection, r.rkey, b.data FROM records r JOIN blocks b ON b.cid = r.cid WHERE instr(b.data, ?) > 0",
+        (needle,),
+    )
