@@ -272,3 +272,18 @@ def test_async_export_consumer_can_stop_early(tmp_path, repo_car):
         assert log == done
     finally:
         env.db.close()
+
+
+def test_verify_stored_detects_a_missing_record_block(tmp_path, repo_car):
+    root, blocks = repo_car
+    env = open_env(tmp_path, did=None)
+    try:
+        import_car(env.db, io.BytesIO(car_bytes([root], blocks)), did_key=CAR_DID_KEY)
+        rec = env.db.read(lambda c: c.execute("SELECT collection, rkey, cid FROM records LIMIT 1 OFFSET 3").fetchone())
+        env.db.write(lambda c: c.execute("DELETE FROM blocks WHERE cid = ?", (rec[2],)))
+        with pytest.raises(RepoIOError, match=f"missing record block .* for {rec[0]}/{rec[1]}"):
+            verify_stored(env.db)
+        with pytest.raises(RepoIOError, match="missing record"):
+            b"".join(iter_export(env.db))
+    finally:
+        env.db.close()

@@ -417,8 +417,6 @@ def _compare_index(conn: Any, data_root: CID, progress: Progress) -> int:
     n = 0
     try:
         for key, cid in verify_tree(source, data_root):
-            if source.get_block(cid) is None:
-                raise RepoIOError(f"missing record block {cid} for {key}")
             entry = next(index, None)
             if entry is None or entry[0] > key:
                 raise RepoIOError(f"record {key} is in the MST but not in the record index")
@@ -437,6 +435,9 @@ def _compare_index(conn: Any, data_root: CID, progress: Progress) -> int:
     if extra is not None:
         raise RepoIOError(f"record {extra[0]} is in the record index but not in the MST")
     progress("records", n % BATCH)
+    missing = records_db.first_record_without_block(conn)  # index == MST here, so this covers the MST
+    if missing is not None:
+        raise RepoIOError(f"missing record block {missing[2]} for {missing[0]}/{missing[1]}")
     return n
 
 
