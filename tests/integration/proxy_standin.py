@@ -7,7 +7,7 @@ tinypds: the atproto SDK parses the issuer's DID document (fetched over HTTP) an
 the ES256K signature and exp; the stand-in then checks aud (its own DID), lxm (the method
 called), a short lifetime and a never-seen jti. It echoes what it received as JSON.
 
-Methods (any namespace): *.big?size=N streams N bytes; *.fail?status=S answers an XRPC
+Methods (any namespace): *.big?size=N streams N bytes; *.cut drops the connection mid-body; *.fail?status=S answers an XRPC
 error; *.notjson answers 503 text/html; *.gzip answers gzip-encoded JSON; *.slow?delay=S
 sleeps before answering; anything else echoes.
 """
@@ -157,6 +157,11 @@ class StandIn:
             status = int(query.get("status", "400"))
             body = json.dumps({"error": query.get("error", "StandInError"), "message": "stand-in says no"}).encode()
             await _answer(send, status, body, "application/json", [(b"retry-after", b"7"), (b"set-cookie", b"x=1")])
+        elif method == "cut":  # promise 1 MiB, send 64 KiB, then drop the connection
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/octet-stream"), (b"content-length", str(16 * CHUNK).encode())]})
+            await send({"type": "http.response.body", "body": b"x" * CHUNK, "more_body": True})
+            raise ConnectionAbortedError("stand-in drops the connection mid-body")
         elif method == "notjson":
             await _answer(send, 503, b"<html>down</html>", "text/html")
         elif method == "gzip":

@@ -252,6 +252,22 @@ def test_upstream_errors_pass_through(lab):
         assert_xrpc_error(c.get("/xrpc/app.bsky.test.notjson"), 503, "NotEnoughResources")
 
 
+def test_upstream_dropping_mid_body_truncates_the_response(lab):
+    with lab.client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get("/xrpc/app.bsky.test.cut")
+        assert c.get("/xrpc/app.bsky.feed.getTimeline").status_code == 200
+
+
+def test_client_leaving_mid_body_is_harmless(lab):
+    with lab.client() as c:
+        with c.stream("GET", "/xrpc/app.bsky.test.big", params={"size": str(50 * 1024 * 1024)}) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())
+    with lab.client() as c:
+        assert c.get("/xrpc/app.bsky.feed.getTimeline").status_code == 200
+
+
 def test_unreachable_upstream_is_502(lab):
     with lab.client() as c:
         body = assert_xrpc_error(c.get("/xrpc/app.bsky.feed.getTimeline", headers={"atproto-proxy": f"{lab.other.did}#dead"}),

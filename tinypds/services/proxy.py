@@ -67,6 +67,10 @@ class BadExpiration(InvalidRequest):
     """getServiceAuth: `exp` in the past or too far ahead."""
 
 
+class UpstreamBroken(Exception):
+    """The upstream failed after its response had started; the relayed response must be aborted."""
+
+
 class UpstreamError(XrpcError):
     """An error response from the upstream service, passed on (status and XRPC name kept)."""
 
@@ -340,12 +344,17 @@ class ProxyService:
         return Forwarded(response.status_code, passed, self._relay(response, target), response)
 
     async def _relay(self, response: httpx.Response, target: Target) -> AsyncIterator[bytes]:
-        """The raw upstream body (still content-encoded), chunk by chunk; closes the upstream."""
+        """The raw upstream body (still content-encoded), chunk by chunk; closes the upstream.
+
+        Raises UpstreamBroken if the upstream fails mid-body (the caller must then abort its
+        own response rather than end it, so the client sees a truncated body, not a short one).
+        """
         try:
             async for chunk in response.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
-            log.warning("upstream %s body failed mid-stream: %r", target.url, exc)
+            log.warning("upstream %s failed mid-body: %r", target.url, exc)
+            raise UpstreamBroken(str(exc)) from None
         finally:
             await response.aclose()
 
