@@ -174,7 +174,8 @@ def test_read_responses_match_the_lexicons(pds, authed, published):
     desc = check_output(published, "describeRepo", httpx.get(pds.url + NS + "describeRepo", params={"repo": pds.handle}))
     assert desc["did"] == pds.did and desc["handle"] == pds.handle
     assert "app.bsky.feed.post" in desc["collections"] and desc["didDoc"]["id"] == pds.did
-    assert isinstance(desc["handleIsCorrect"], bool)
+    assert desc["handleIsCorrect"] is True  # a dev server vouches for its own .test handle
+    assert f"at://{pds.handle}" in desc["didDoc"]["alsoKnownAs"]
 
 
 # ---- errors ----------------------------------------------------------------------------------------
