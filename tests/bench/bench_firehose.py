@@ -32,9 +32,10 @@ NOW = "2026-01-01T00:00:00.000Z"
 ENV = {"TINYPDS_WRITE_RATE_LIMIT": "0"}
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process in MB (VmRSS, or RssAnon: memory not backed by files)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -63,9 +64,12 @@ async def write_events(server, headers: dict, n: int, writers: int = 8) -> float
     return time.perf_counter() - t
 
 
+COMPRESSION = {"compression": "deflate"}  # what the python SDK's client negotiates; relays usually do not
+
+
 async def subscriber(url: str, want: int, ready: asyncio.Event | None = None, decode: bool = False) -> float:
     """Receive `want` frames; returns the time the last one arrived."""
-    async with connect(url, max_size=None, max_queue=None) as ws:
+    async with connect(url, max_size=None, max_queue=None, **COMPRESSION) as ws:
         if ready is not None:
             ready.set()
         got = 0
@@ -130,10 +134,10 @@ def bench_get_repo(workdir: Path, records: int) -> None:
 
         def sample() -> None:
             while not stop.is_set():
-                samples.append(rss_mb(server.proc.pid))
+                samples.append((rss_mb(server.proc.pid), rss_mb(server.proc.pid, "RssAnon")))
                 time.sleep(0.05)
 
-        before = rss_mb(server.proc.pid)
+        before = (rss_mb(server.proc.pid), rss_mb(server.proc.pid, "RssAnon"))
         sampler = threading.Thread(target=sample)
         sampler.start()
         size = 0
@@ -146,7 +150,8 @@ def bench_get_repo(workdir: Path, records: int) -> None:
         stop.set()
         sampler.join()
         print(f"  getRepo {records:,} records: {size / 1e6:.1f} MB in {dt:.2f}s -> {size / 1e6 / dt:.1f} MB/s; "
-              f"server RSS {before:.0f} MB before, {min(samples):.0f}-{max(samples):.0f} MB while streaming")
+              f"server RSS {before[0]:.0f} MB before, up to {max(s[0] for s in samples):.0f} MB while streaming "
+              f"(anonymous memory {before[1]:.0f} -> up to {max(s[1] for s in samples):.0f} MB)")
     finally:
         server.stop()
 
@@ -157,10 +162,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--backfill", type=int, default=10_000)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--no-compression", action="store_true", help="subscribers do not offer permessage-deflate")
     args = ap.parse_args(argv)
+    if args.no_compression:
+        COMPRESSION["compression"] = None
     with tempfile.TemporaryDirectory(prefix="bench-firehose-") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
-        print("firehose (createRecord over HTTP while subscribers listen):")
+        print(f"firehose (createRecord over HTTP while subscribers listen; compression: {COMPRESSION['compression']}):")
         for subs in (1, 20):
             server = start_server(work / f"live-{subs}", extra_env=ENV)
             try:

@@ -137,6 +137,12 @@ class Firehose:
                 pass
 
     async def _fetch(self) -> None:
+        try:
+            await self._fetch_new()
+        except Exception:  # the next notify or poll retries
+            log.exception("firehose could not read new events")
+
+    async def _fetch_new(self) -> None:
         while self._dirty and not self._closed:
             self._dirty = False
             while True:
@@ -240,6 +246,8 @@ class Firehose:
             except XrpcError as exc:
                 await send(events_core.error_frame(exc.error, exc.message))
                 return exc.error
+            except FirehoseClosed:
+                return "Shutdown"
             if info is not None:
                 await send(info)
         self._subs.add(sub)

@@ -132,6 +132,7 @@ class SyncService:
     # ---- repo contents -------------------------------------------------------------------
     def _iter_since(self, did: str, since: str | None, chunk_size: int) -> Iterator[bytes]:
         with self.db.reader() as conn:
+            conn.execute("PRAGMA cache_size=-1024")  # a one-pass scan: a big page cache would only grow RSS
             root = self._available(conn, did)
             commit = blocks_db.get_block(conn, root.commit_cid)
             if commit is None:
