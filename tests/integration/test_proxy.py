@@ -190,6 +190,18 @@ def test_atproto_proxy_header_resolves_a_did_web_document(lab):
         assert_xrpc_error(c.get("/xrpc/tools.ozone.moderation.getRepo"), 501, "MethodNotImplemented")
 
 
+def test_browser_preflight_and_exposed_headers(lab):
+    r = httpx.options(f"{lab.pds.url}/xrpc/app.bsky.feed.getTimeline", headers={
+        "origin": "https://bsky.app", "access-control-request-method": "GET",
+        "access-control-request-headers": "authorization,atproto-proxy,atproto-accept-labelers"}, timeout=10)
+    assert r.status_code in (200, 204), r.text
+    allowed = r.headers.get("access-control-allow-headers", "").lower()
+    assert allowed == "*" or all(h in allowed for h in ("authorization", "atproto-proxy", "atproto-accept-labelers"))
+    with lab.client() as c:
+        r = c.get("/xrpc/app.bsky.feed.getTimeline", headers={"origin": "https://bsky.app"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] in ("*", "https://bsky.app")
+
+
 def test_unauthenticated_proxy_calls_are_refused(lab):
     with lab.client(who="") as c:
         assert_xrpc_error(c.get("/xrpc/app.bsky.feed.getTimeline"), 401, "AuthenticationRequired")
