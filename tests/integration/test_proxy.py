@@ -203,8 +203,13 @@ def test_browser_preflight_and_exposed_headers(lab):
 
 
 def test_unauthenticated_proxy_calls_are_refused(lab):
+    before = len(lab.other.received)
     with lab.client(who="") as c:
         assert_xrpc_error(c.get("/xrpc/app.bsky.feed.getTimeline"), 401, "AuthenticationRequired")
+        r = c.get("/xrpc/app.bsky.feed.getTimeline", headers={"atproto-proxy": f"{lab.other.did}#my_appview"})
+        assert_xrpc_error(r, 401, "AuthenticationRequired")
+        assert_xrpc_error(c.get("/xrpc/com.example.nothing.here"), 501, "MethodNotImplemented")
+    assert len(lab.other.received) == before
 
 
 # ---- bodies, errors, failures ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The /xrpc/<nsid> catch-all: every method this PDS does not serve is proxied (services.proxy).
 
-Checks the name, refuses protected methods and finds the target before auth (as the
-reference does), signs the caller in (access token or app password), then streams the upstream response back
+Checks the name, refuses protected methods and methods with no target before auth, signs
+the caller in (access token or app password), resolves an `atproto-proxy` target, then streams the upstream response back
 unchanged (status, content headers, raw possibly-compressed body). Imports Litestar,
 errors, services and the routing helpers only; never store. `proxy_service(request)` and
 `forward_request(...)` are shared with the handlers that proxy conditionally (preferences).
@@ -81,7 +81,8 @@ async def proxy_call(request: Request, nsid: str) -> Response:
     if request.method not in ("GET", "HEAD", "POST"):
         raise InvalidRequest("XRPC requests only supports GET and POST")
     check_proxy_allowed(nsid, None)
-    target = await proxy_service(request).target_for(nsid, request.headers.get("atproto-proxy"))
+    # a method with no default target is 501 for anyone; DID documents are fetched only for signed-in callers
+    target = None if request.headers.get("atproto-proxy") else await proxy_service(request).target_for(nsid, None)
     ctx = await access_auth(request)
     return await forward_request(request, nsid, ctx, target)
 
