@@ -177,3 +177,15 @@ def test_handle_change_reaches_the_firehose_as_an_identity_event(tmp_path):
         assert body["did"] == did and body["handle"] == "erin.test" and body["seq"] > 0
     finally:
         assert server.stop() == 0
+
+
+def test_serve_refuses_clearly_when_the_keys_are_missing(tmp_path):
+    data = tmp_path / "nokeys"
+    init(data)
+    (data / "keys.json").unlink()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYPDS_")}
+    out = subprocess.run([sys.executable, "-m", "tinypds.cli", "--data", str(data), "serve", "--port", "0"],
+                         capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1
+    assert "key import" in out.stderr and "Traceback" not in out.stderr
+    assert not (data / "keys.json").exists()  # no new key was made silently

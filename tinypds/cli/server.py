@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 changes["keyring_backend"] = "file"
         settings = settings.replace(**changes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_keys(settings)
 
     import uvicorn
 
@@ -104,6 +105,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = _make_server_class()(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _check_keys(settings: Any) -> None:
+    """A missing or locked key store is a one-line startup error naming the fix."""
+    from ..services.keys import KeyStoreError
+    from ..services.local_identity import check_startup_keys
+
+    try:
+        check_startup_keys(settings)
+    except KeyStoreError as exc:
+        raise CliError(str(exc)) from None
 
 
 DEV_HANDLE = "dev.test"

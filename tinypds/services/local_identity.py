@@ -356,3 +356,19 @@ def build_local_identity(settings: Any, db: Any, keys: Any, *, plc_client_for: C
 def open_database(settings: Any) -> Database:
     """The data directory's database (created and migrated if needed), for the CLI."""
     return Database.open(settings.db_path)
+
+
+def check_startup_keys(settings: Any) -> None:
+    """Before serving: an existing identity's keys must be in the configured key store.
+
+    Raises KeyStoreError / KeyMissingError (their messages name the fix); never creates keys.
+    """
+    from .keys import KeyStore
+
+    if not settings.db_path.exists():
+        return
+    db = Database.open(settings.db_path)
+    try:
+        build_local_identity(settings, db, KeyStore.open(settings)).check_keys()
+    finally:
+        db.close()
