@@ -361,3 +361,44 @@ def test_stuck_consumer_gets_consumer_too_slow_while_a_fast_one_keeps_up(start_p
     raw.close()
     fast.close()
     writer.client.close()
+
+
+def test_relay_is_asked_to_crawl_and_identity_is_reannounced(start_pds):
+    """A (fake, loopback) relay gets requestCrawl at startup; after the first success the PDS
+    re-emits #identity and #account, because the relay subscribes at the current seq."""
+    import http.server
+    import json as jsonlib
+
+    calls: list[tuple[str, dict]] = []
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            calls.append((self.path, jsonlib.loads(body)))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        relay_url = f"http://127.0.0.1:{relay.server_address[1]}"
+        first = start_pds("first", extra_env={"TINYPDS_RELAYS": relay_url})
+        first_seq = last_seq(first)  # account creation: #identity, #account, #commit
+        first.stop()
+        calls.clear()
+        # a restart of the same data dir: asked again, then identity and account re-sent
+        again = start_pds("first", extra_env={"TINYPDS_RELAYS": relay_url})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and last_seq(again) < first_seq + 2:
+            time.sleep(0.1)
+        frames = collect(again, first_seq, first_seq + 2)
+    finally:
+        relay.shutdown()
+    assert calls and calls[0] == ("/xrpc/com.atproto.sync.requestCrawl", {"hostname": "localhost:2583"})
+    assert [h["t"] for h, _ in frames] == ["#identity", "#account"]
+    assert frames[0][1]["did"] == first.did and frames[1][1]["active"] is True
