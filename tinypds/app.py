@@ -104,6 +104,7 @@ async def open_services(settings: Settings) -> AppServices:
         svc.extra["blobs"] = BlobService(svc.db, settings)
         await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)
+        svc.extra["attach_account"] = lambda: attach_account(svc)  # after createAccount/import/status changes
         from .services.relay import open_relay_services
         svc.extra.update(await open_relay_services(settings, svc.db))  # seq guard, firehose, crawler, write budget
     except BaseException:

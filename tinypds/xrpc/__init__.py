@@ -7,11 +7,12 @@ never import tinypds.store. ROUTES is the whole route table, in one place.
 
 from __future__ import annotations
 
-from . import app_bsky, identity, proxy, repo, server, sync, wellknown
+from . import app_bsky, identity, migration, proxy, repo, server, sync, wellknown
 
 ROUTES: list = [
     *wellknown.ROUTES,
     *server.ROUTES,
+    *migration.ROUTES,
     *identity.ROUTES,
     *repo.ROUTES,
     *sync.ROUTES,

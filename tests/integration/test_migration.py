@@ -1,0 +1,122 @@
+"""Account migration end to end, with real servers: tinypds <-> reference PDS (both ways) and
+tinypds -> tinypds, a real PLC directory, the `tinypds migrate` CLI; plus failure injection
+(old PDS dies mid-copy, PLC submit fails, a corrupt blob) and the createAccount guards.
+
+Needs the lab (../shared/lab: PLC on :2582, reference PDS on :2597/:2598); skipped with the
+reason when it cannot start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from .migration_lab import (
+    PASSWORD,
+    PLC_URL,
+    Account,
+    CuttingProxy,
+    LAB,
+    cli,
+    ensure_lab,
+    free_port,
+    init_tinypds,
+    pds_endpoint,
+    plc_doc,
+    start_tinypds,
+    unique_handle,
+)
+
+XRPC = "/xrpc/"
+
+
+@pytest.fixture(scope="module")
+def lab() -> list[str]:
+    return ensure_lab()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started = []
+
+    def start(name: str, port: int | None = None, **kw):
+        port = port or free_port()
+        s = start_tinypds(tmp_path / name, port, **kw)
+        s.port = port
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+        assert "Traceback" not in s.stderr(), s.stderr()
+
+
+def old_tinypds(tmp_path, servers, handle: str):
+    port = free_port()
+    did = init_tinypds(tmp_path / "old", port, handle)
+    server = servers("old", port)
+    acct = Account(f"http://localhost:{port}", handle)
+    acct.populate()
+    return server, acct, did
+
+
+def assert_arrived(before: dict, new_url: str, identifier: str) -> Account:
+    after = Account(new_url, identifier)
+    snap = after.snapshot()
+    assert snap["records"] == before["records"] and len(before["records"]) == 10  # 6 posts, 3 likes, profile
+    assert snap["blobs"] == before["blobs"] and len(before["blobs"]) == 5  # 4 images + avatar
+    assert snap["preferences"] == before["preferences"]
+    assert pds_endpoint(plc_doc(after.did)) == new_url
+    return after
+
+
+def assert_deactivated(url: str, did: str) -> None:
+    r = httpx.get(url + XRPC + "com.atproto.sync.getRepoStatus", params={"did": did}, timeout=10)
+    assert r.status_code == 200 and r.json()["active"] is False, r.text
+    r = httpx.get(url + XRPC + "com.atproto.sync.getLatestCommit", params={"did": did}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "RepoDeactivated", r.text
+
+
+def migrate_in(new, old_url: str, identifier: str, *extra: str, token_cmd: str | None = None):
+    args = ["migrate", "in", "--from", old_url, "--identifier", identifier, "--password-stdin", *extra]
+    if token_cmd:
+        args += ["--plc-token-cmd", token_cmd]
+    return cli(new.data_dir, *args, port=new.port, stdin=PASSWORD + "\n")
+
+
+def local_token_cmd(server) -> str:
+    """The PLC token of a tinypds old side, minted with its CLI (what its owner would do)."""
+    return (f"TINYPDS_HOSTNAME=localhost:{server.port} TINYPDS_KEYRING_BACKEND=file TINYPDS_DEV=1 "
+            f"{sys.executable} -m tinypds.cli --data {server.data_dir} plc token")
+
+
+def ref_token_cmd(url: str) -> str:
+    return f"{sys.executable} {LAB / 'ref-pds' / 'email-token.py'} {url} {{did}}"
+
+
+# ---- tinypds -> tinypds ----------------------------------------------------------------------
+
+
+def test_tinypds_to_tinypds(lab, tmp_path, servers):
+    handle = unique_handle("tt")
+    old, acct, did = old_tinypds(tmp_path, servers, handle)
+    before = acct.snapshot()
+    new = servers("new")
+    new_url = f"http://localhost:{new.port}"
+
+    dry = migrate_in(new, acct.url, handle, "--check")
+    assert dry.returncode == 0, dry.stderr
+    assert "records:     10" in dry.stdout and "blobs:       5" in dry.stdout and "preferences: 2" in dry.stdout
+    assert f"-> {new_url}" in dry.stdout
+    assert pds_endpoint(plc_doc(did)) == acct.url  # the dry run changed nothing
+    assert httpx.get(new_url + XRPC + "com.atproto.sync.listRepos").json()["repos"] == []
+
+    out = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "DID document names" in out.stdout
+    assert_arrived(before, new_url, handle)
+    assert_deactivated(acct.url, did)

@@ -1,0 +1,123 @@
+"""Account migration endpoints: server.createAccount (existing DID), activateAccount,
+deactivateAccount, requestAccountDelete, deleteAccount; repo.importRepo, listMissingBlobs.
+
+One function per NSID, delegating to services.migration.MigrationService (built on first
+use, kept in `services.extra["migration"]`). Never imports tinypds.store. Tricky bits:
+createAccount's credential is the old PDS's service-auth token, not a session; after any
+account change the app's cached account row is re-read (`extra["attach_account"]`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post, get
+
+from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
+from ..services.migration import MigrationService
+from ..services.relay import after_event
+from .routing import access_auth, body_str, json_body, query_int, query_str, services
+
+SERVER = "/xrpc/com.atproto.server."
+REPO = "/xrpc/com.atproto.repo."
+
+
+def _migration(request: Request) -> MigrationService:
+    svc = services(request)
+    found = svc.extra.get("migration")
+    if found is None:
+        if svc.auth is None or svc.extra.get("identity") is None:
+            raise NotEnoughResources("Account migration needs the identity and auth services")
+        attach = svc.extra.get("attach_account")
+
+        def account_changed() -> None:
+            if attach is not None:
+                attach()
+            else:
+                svc.account = svc.extra["identity"].account()
+
+        found = svc.extra["migration"] = MigrationService(
+            svc.settings, svc.db, svc.keys, svc.extra["identity"], svc.auth,
+            on_event=lambda: after_event(svc.extra), on_account_change=account_changed)
+    return found
+
+
+def _service_auth(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationRequired("Unexpected authorization type")
+    return token.strip()
+
+
+@post(SERVER + "createAccount", status_code=200)
+async def create_account(request: Request) -> dict:
+    body = await json_body(request)
+    migration = _migration(request)
+    account = await migration.create_account(
+        did=body_str(body, "did", required=False, max_len=2048),
+        handle=body_str(body, "handle", max_len=300),
+        password=body_str(body, "password", required=False, max_len=1024),
+        email=body_str(body, "email", required=False, max_len=500),
+        invite_code=body_str(body, "inviteCode", required=False, max_len=200),
+        service_auth=_service_auth(request),
+    )
+    _, tokens = await migration.auth.create_session(account["did"], body["password"], "createAccount")
+    return {**tokens, "handle": account["handle"], "did": account["did"], "didDoc": account["didDoc"]}
+
+
+@post(SERVER + "activateAccount", status_code=200)
+async def activate_account(request: Request) -> None:
+    ctx = await access_auth(request, full=True)
+    await _migration(request).activate(ctx.did)
+
+
+@post(SERVER + "deactivateAccount", status_code=200)
+async def deactivate_account(request: Request) -> None:
+    ctx = await access_auth(request, full=True)
+    await json_body(request, required=False)  # deleteAfter is accepted and not acted on
+    await _migration(request).deactivate(ctx.did)
+
+
+@post(SERVER + "requestAccountDelete", status_code=200)
+async def request_account_delete(request: Request) -> None:
+    ctx = await access_auth(request, full=True)
+    await _migration(request).request_delete(ctx.did)
+
+
+@post(SERVER + "deleteAccount", status_code=200)
+async def delete_account(request: Request) -> None:
+    body = await json_body(request)
+    did = body_str(body, "did", max_len=2048)
+    password = body_str(body, "password", max_len=1024)
+    token = body_str(body, "token", max_len=100)
+    await _migration(request).delete_account(did, password, token)
+
+
+@post(REPO + "importRepo", status_code=200, request_max_body_size=None)
+async def import_repo(request: Request) -> None:
+    ctx = await access_auth(request, full=True)
+    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if ctype not in ("application/vnd.ipld.car", "application/octet-stream", ""):
+        raise InvalidRequest(f"Wrong request encoding (Content-Type): {ctype}; expected application/vnd.ipld.car")
+    await _migration(request).import_repo(ctx.did, request.stream())
+
+
+@get(REPO + "listMissingBlobs")
+async def list_missing_blobs(request: Request) -> dict:
+    await access_auth(request)
+    blobs = services(request).extra.get("blobs")
+    if blobs is None or services(request).account is None:
+        raise InvalidRequest("This server has no account yet")
+    limit = query_int(request, "limit", 500, 1, 1000)
+    missing, cursor = await blobs.list_missing_blobs(query_str(request, "cursor"), limit)
+    out: dict[str, Any] = {"blobs": missing}
+    if cursor:
+        out["cursor"] = cursor
+    return out
+
+
+ROUTES = [create_account, activate_account, deactivate_account, request_account_delete, delete_account,
+          import_repo, list_missing_blobs]
