@@ -1,7 +1,7 @@
 """Repo API over HTTP against the real server: createRecord (sequential and 8 concurrent
 clients), applyWrites records/s, getRecord and listRecords requests/s, server RSS.
 
-Run: `python tests/bench/bench_http_repo.py [--n 1000]`. Prints figures next to the targets
+Run: `python tests/bench/bench_http_repo.py [--n 1000] [--ref http://localhost:2611]`. Prints figures next to the targets
 of issue 3; asserts nothing. The load comes from a tiny keep-alive HTTP/1.1 client on raw
 asyncio sockets (httpx would cost more CPU than the server on a 2-core machine).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -97,85 +98,104 @@ def report(name: str, n: int, seconds: float, lat: list[float] | None, target: s
     print(f"{line:<80} target: {target}")
 
 
+async def phases(host: str, port: int, token: str, did: str, n: int) -> None:
+    """The measured workloads against one server (ours or the reference)."""
+    warm = await Conn(host, port, token).open()
+    await create_loop(warm, did, 50, 0, [])  # warm-up
+
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    uris = await create_loop(warm, did, n, 100, lat)
+    report("createRecord sequential", n, time.perf_counter() - t0, lat, "p50 < 3 ms (reference PDS 9.3 ms)")
+
+    conns = [await Conn(host, port, token).open() for _ in range(8)]
+    lat = []
+    t0 = time.perf_counter()
+    per = n // 8
+    more = await asyncio.gather(*(create_loop(c, did, per, 10_000 + k * per, lat) for k, c in enumerate(conns)))
+    report("createRecord 8 clients", per * 8, time.perf_counter() - t0, lat, "p50 < 3 ms")
+    uris += [u for batch in more for u in batch]
+
+    batches, size = max(5, n // 100), 200
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        writes = [{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.like",
+                   "value": {"$type": "app.bsky.feed.like", "createdAt": "2026-01-01T00:00:00.000Z",
+                             "subject": {"uri": uris[0], "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}}}
+                  for _ in range(size)]
+        status, body = await warm.request("POST", NS + "applyWrites", {"repo": did, "writes": writes})
+        if status != 200:
+            raise RuntimeError(f"applyWrites failed: {status} {body[:200]!r}")
+    report(f"applyWrites ({size}/batch)", batches * size, time.perf_counter() - t0, None,
+           "> 5,000 records/s (reference ~900)")
+
+    async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
+        for path in paths:
+            t = time.perf_counter()
+            status, body = await conn.request("GET", path)
+            lat.append(time.perf_counter() - t)
+            if status != 200:
+                raise RuntimeError(f"GET {path} failed: {status} {body[:200]!r}")
+
+    paths = [f"{NS}getRecord?repo={did}&collection=app.bsky.feed.post&rkey={u.rsplit('/', 1)[1]}" for u in uris]
+    reads = (paths * (1 + (4 * n) // len(paths)))[: 4 * n]
+    lat = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(get_loop(c, reads[k::8], lat) for k, c in enumerate(conns)))
+    report("getRecord 8 clients", len(reads), time.perf_counter() - t0, lat, "> 3,000 req/s")
+
+    lists = [f"{NS}listRecords?repo={did}&collection=app.bsky.feed.post&limit=50"] * n
+    lat = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(get_loop(c, lists[k::8], lat) for k, c in enumerate(conns)))
+    report("listRecords (50) 8 clients", len(lists), time.perf_counter() - t0, lat, "(figure only)")
+    for c in [warm, *conns]:
+        await c.close()
+    print(f"statistics: {len(uris)} posts and {batches * size} likes written")
+
+
+async def login(host: str, port: int, path: str, body: dict) -> dict:
+    anon = await Conn(host, port).open()
+    status, raw = await anon.request("POST", path, body)
+    await anon.close()
+    if status != 200:
+        raise RuntimeError(f"{path} failed: {status} {raw[:200]!r}")
+    return json.loads(raw)
+
+
 async def main(n: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="tinypds-bench-")) / "data"
     server = start_server(data)
     pid = server.proc.pid
     try:
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        port = int(port)
         await asyncio.sleep(0.5)
         idle = rss_kib(pid)
-        print(f"server pid {pid} at {server.url}; idle RSS {idle['VmRSS'] / 1024:.1f} MB   target: < 40 MB")
-        anon = await Conn(host, port).open()
-        status, body = await anon.request("POST", "/xrpc/com.atproto.server.createSession",
-                                          {"identifier": server.handle, "password": server.password})
-        assert status == 200, body
-        token, did = json.loads(body)["accessJwt"], server.did
-
-        # warm-up
-        warm = await Conn(host, port, token).open()
-        await create_loop(warm, did, 50, 0, [])
-
-        lat: list[float] = []
-        t0 = time.perf_counter()
-        uris = await create_loop(warm, did, n, 100, lat)
-        report("createRecord sequential", n, time.perf_counter() - t0, lat, "p50 < 3 ms (reference PDS 9.3 ms)")
-
-        conns = [await Conn(host, port, token).open() for _ in range(8)]
-        lat = []
-        t0 = time.perf_counter()
-        per = n // 8
-        more = await asyncio.gather(*(create_loop(c, did, per, 10_000 + k * per, lat) for k, c in enumerate(conns)))
-        report("createRecord 8 clients", per * 8, time.perf_counter() - t0, lat, "p50 < 3 ms")
-        uris += [u for batch in more for u in batch]
-
-        batches, size = max(5, n // 100), 200
-        t0 = time.perf_counter()
-        for b in range(batches):
-            writes = [{"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.like",
-                       "value": {"$type": "app.bsky.feed.like", "createdAt": "2026-01-01T00:00:00.000Z",
-                                 "subject": {"uri": uris[0], "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}}}
-                      for _ in range(size)]
-            status, body = await warm.request("POST", NS + "applyWrites", {"repo": did, "writes": writes})
-            if status != 200:
-                raise RuntimeError(f"applyWrites failed: {status} {body[:200]!r}")
-        report(f"applyWrites ({size}/batch)", batches * size, time.perf_counter() - t0, None,
-               "> 5,000 records/s (reference ~900)")
-
-        async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
-            for path in paths:
-                t = time.perf_counter()
-                status, body = await conn.request("GET", path)
-                lat.append(time.perf_counter() - t)
-                if status != 200:
-                    raise RuntimeError(f"GET {path} failed: {status} {body[:200]!r}")
-
-        paths = [f"{NS}getRecord?repo={did}&collection=app.bsky.feed.post&rkey={u.rsplit('/', 1)[1]}" for u in uris]
-        reads = (paths * (1 + (4 * n) // len(paths)))[: 4 * n]
-        lat = []
-        t0 = time.perf_counter()
-        await asyncio.gather(*(get_loop(c, reads[k::8], lat) for k, c in enumerate(conns)))
-        report("getRecord 8 clients", len(reads), time.perf_counter() - t0, lat, "> 3,000 req/s")
-
-        lists = [f"{NS}listRecords?repo={did}&collection=app.bsky.feed.post&limit=50"] * n
-        lat = []
-        t0 = time.perf_counter()
-        await asyncio.gather(*(get_loop(c, lists[k::8], lat) for k, c in enumerate(conns)))
-        report("listRecords (50) 8 clients", len(lists), time.perf_counter() - t0, lat, "(figure only)")
-
-        for c in [anon, warm, *conns]:
-            await c.close()
+        print(f"tinypds pid {pid} at {server.url}; idle RSS {idle['VmRSS'] / 1024:.1f} MB   target: < 40 MB")
+        session = await login(host, int(port), "/xrpc/com.atproto.server.createSession",
+                              {"identifier": server.handle, "password": server.password})
+        await phases(host, int(port), session["accessJwt"], server.did, n)
         after = rss_kib(pid)
         print(f"server RSS after: {after['VmRSS'] / 1024:.1f} MB (peak {after['VmHWM'] / 1024:.1f} MB)   target: < 80 MB")
-        print(f"statistics: {len(uris)} posts and {batches * size} likes written")
     finally:
         rc = server.stop()
         if rc != 0:
             print(f"server exit code {rc}\n{server.stderr()[-2000:]}")
 
 
+async def main_ref(url: str, n: int) -> None:
+    """The same workloads against a running reference PDS (../shared/lab), for a same-machine comparison."""
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    handle = f"bench{secrets.token_hex(4)}.test"
+    acct = await login(host, int(port), "/xrpc/com.atproto.server.createAccount",
+                       {"handle": handle, "email": f"{handle}@example.com", "password": "bench-password-1"})
+    print(f"reference PDS at {url}, account {handle}")
+    await phases(host, int(port), acct["accessJwt"], acct["did"], n)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="requests per phase (default 1000)")
-    asyncio.run(main(ap.parse_args().n))
+    ap.add_argument("--ref", metavar="URL", help="run against a running reference PDS instead (e.g. http://localhost:2611)")
+    args = ap.parse_args()
+    asyncio.run(main_ref(args.ref, args.n) if args.ref else main(args.n))
