@@ -40,7 +40,7 @@ from ..store.db import Database
 from .repo import default_clock, iso_now
 
 BATCH = 4000
-BLOCK_BATCH = 16000  # bigger sorted batches visit each index page fewer times (random CIDs)
+BLOCK_BATCH = 10000  # bigger sorted batches visit each index page fewer times (random CIDs)
 Progress = Callable[[str, int], None]  # (phase, items done since last call)
 
 
@@ -124,12 +124,10 @@ def _walk_index(conn: Any, data_root: CID, rev: str, progress: Progress) -> tupl
     records_db.put_records(conn, rows)
     n += len(rows)
     progress("records", len(rows))
-    missing = records_db.first_record_without_block(conn)
-    if missing is not None:
-        collection, rkey, cid = missing
-        raise RepoIOError(f"missing record block {cid} for {collection}/{rkey}")
     blob_rows = []
-    for collection, rkey, data in records_db.iter_records_mentioning(conn, b"mimeType"):
+    for collection, rkey, cid, data in records_db.iter_records_mentioning(conn, b"mimeType"):
+        if data is None:
+            raise RepoIOError(f"missing record block {CID(cid)} for {collection}/{rkey}")
         blob_rows.extend((collection, rkey, bytes(b)) for b in repo_db.blob_refs(data))
         if len(blob_rows) >= BATCH:
             records_db.put_record_blobs(conn, blob_rows)

@@ -149,9 +149,11 @@ def first_record_without_block(conn: Conn) -> tuple[str, str, CID] | None:
     return (row[0], row[1], CID(row[2])) if row else None
 
 
-def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes]]:
-    """(collection, rkey, data) of records whose block contains `needle` (e.g. b"mimeType")."""
+def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes, bytes | None]]:
+    """(collection, rkey, cid, data) of records whose block contains `needle` (e.g. b"mimeType"),
+    and (..., None) for records whose block is missing — one pass over the index."""
     yield from conn.execute(
-        "SELECT r.collection, r.rkey, b.data FROM records r JOIN blocks b ON b.cid = r.cid WHERE instr(b.data, ?) > 0",
+        "SELECT r.collection, r.rkey, r.cid, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid "
+        "WHERE b.data IS NULL OR instr(b.data, ?) > 0",
         (needle,),
     )
