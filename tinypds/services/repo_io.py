@@ -1,4 +1,4 @@
-"""Repo CAR import, export and deep verification, streaming with memory flat in repo size.
+"""Repo CAR import and deep verification (export: repo_export, re-exported here), memory flat in repo size.
 
 No HTTP types, no SQL (store.*). Import runs in ONE write transaction on the writer thread:
 blocks stream from the CAR into SQLite (hash-checked, duplicates refused, sorted batches),
@@ -13,12 +13,9 @@ blocks table then holds exactly the imported repo (plus unreferenced CAR blocks,
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from ..core import car as car_core
 from ..core import dagcbor
@@ -28,7 +25,6 @@ from ..core.cid import CID
 from ..core.commit import CommitError, build_commit_from_root, verify_commit
 from ..core.crypto import parse_did_key
 from ..core.mst import MstError, verify_tree
-from ..core.mst.codec import decode_node
 from ..core.tid import TidClock
 from ..store import accounts as accounts_db
 from ..store import blocks as blocks_db
@@ -38,14 +34,10 @@ from ..store import repo as repo_db
 from ..store.blocks import DuplicateBlock, SqliteBlocks
 from ..store.db import Database
 from .repo import default_clock, iso_now
+from .repo_export import Progress, RepoIOError, no_progress, aiter_export, export_car, iter_export  # noqa: F401 (re-exported)
 
 BATCH = 4000
 BLOCK_BATCH = 10000  # bigger sorted batches visit each index page fewer times (random CIDs)
-Progress = Callable[[str, int], None]  # (phase, items done since last call)
-
-
-class RepoIOError(Exception):
-    """Import/export/verify failed; the message is one line naming the problem."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +58,6 @@ class ImportResult(RepoSummary):
     imported_rev: str = ""
     resigned: bool = False
     unreferenced_blocks: int = 0
-
-
-def _noop(phase: str, n: int) -> None:
-    pass
 
 
 # ---- verification shared by import and verify ----------------------------------------
@@ -188,7 +176,7 @@ def import_car(db: Database, fh: BinaryIO, *, did_key: str | None = None, keys: 
                clock: TidClock | None = None, progress: Progress | None = None,
                now: float | None = None) -> ImportResult:
     """Import a repo CAR (see module docstring). Raises RepoIOError; the database is then untouched."""
-    progress = progress or _noop
+    progress = progress or no_progress
     clock = clock or default_clock()
     return db.write(lambda conn: _import(conn, fh, did_key, keys, clock, progress, now))
 
@@ -242,140 +230,13 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
                         unreferenced_blocks=max(0, total_blocks - referenced))
 
 
-# ---- export ------------------------------------------------------------------------------
-
-
-_VARINT = [car_core.encode_varint(i) for i in range(1 << 14)]
-
-
-def _varint(n: int) -> bytes:
-    return _VARINT[n] if n < 16384 else car_core.encode_varint(n)
-
-
-def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
-    """MST nodes and records in depth-first key order: node, left subtree, then (record, right subtree)...
-
-    Nodes are point lookups; records stream from the record index in the same key order
-    (one joined query per collection, no per-record Python round trip) and are checked
-    against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
-    node_sql = "SELECT data FROM blocks WHERE cid = ?"
-    records = records_db.iter_records_with_data_in_mst_order(conn)
-    stack: list[tuple[bool, bytes]] = [(False, bytes(data_root))]  # (is_record, cid)
-    while stack:
-        is_record, cid = stack.pop()
-        if is_record:
-            entry = next(records, None)
-            if entry is None or entry[2] != cid:
-                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
-                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
-            if entry[3] is None:
-                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
-            yield cid, entry[3]
-            continue
-        row = conn.execute(node_sql, (cid,)).fetchone()
-        if row is None:
-            raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
-        data = row[0]
-        yield cid, data
-        node = decode_node(data, CID(cid))
-        subs = node.subs
-        for i in range(len(node.vals) - 1, -1, -1):
-            if subs[i + 1] is not None:
-                stack.append((False, bytes(subs[i + 1])))
-            stack.append((True, bytes(node.vals[i])))
-        if subs[0] is not None:
-            stack.append((False, bytes(subs[0])))
-    if next(records, None) is not None:
-        raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
-
-
-def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    """The current repo as CAR v1 chunks, from one read snapshot (sync generator)."""
-    with db.reader() as conn:
-        root = repo_db.get_root(conn)
-        if root is None:
-            raise RepoIOError("this data directory holds no repo yet (run `tinypds import FILE.car` or create an account)")
-        commit = blocks_db.get_block(conn, root.commit_cid)
-        if commit is None:
-            raise RepoIOError(f"stored repo is missing its commit block {root.commit_cid}; run `tinypds verify`")
-        parts = [car_core.encode_header([root.commit_cid]), _varint(len(root.commit_cid) + len(commit)),
-                 bytes(root.commit_cid), commit]
-        size = 0
-        for cid, data in _walk_blocks(conn, root.data_cid):
-            parts.append(_varint(len(cid) + len(data)))
-            parts.append(cid)
-            parts.append(data)
-            size += len(data)
-            if size >= chunk_size:
-                yield b"".join(parts)
-                parts.clear()
-                size = 0
-        yield b"".join(parts)
-
-
-def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) -> int:
-    """Write the repo CAR to a binary stream; returns bytes written."""
-    progress = progress or _noop
-    total = 0
-    for chunk in iter_export(db):
-        out.write(chunk)
-        total += len(chunk)
-        progress("bytes", len(chunk))
-    return total
-
-
-async def aiter_export(db: Database, queue_size: int = 4, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """iter_export on a worker thread, handed to the event loop through a bounded queue.
-
-    If the consumer stops early (client went away), the producer notices within ~0.2 s,
-    stops reading and closes its snapshot."""
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue = asyncio.Queue(queue_size)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        fut = asyncio.run_coroutine_threadsafe(q.put(item), loop)
-        while True:
-            try:
-                fut.result(timeout=0.2)
-                return True
-            except concurrent.futures.TimeoutError:
-                if stop.is_set():
-                    fut.cancel()
-                    return False
-
-    def produce() -> None:
-        try:
-            for chunk in iter_export(db, chunk_size):
-                if not put(chunk):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-
-    task = loop.run_in_executor(None, produce)
-    try:
-        while True:
-            item = await q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        if task.done():
-            task.result()
-
-
 # ---- verify ------------------------------------------------------------------------------
 
 
 def verify_stored(db: Database, *, did_key: str | None = None, keys: Any = None,
                   progress: Progress | None = None) -> RepoSummary:
     """Deep-verify the stored repo (read-only). Raises RepoIOError at the first problem."""
-    progress = progress or _noop
+    progress = progress or no_progress
     with db.reader() as conn:
         root = repo_db.get_root(conn)
         if root is None:

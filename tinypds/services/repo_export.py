@@ -1,0 +1,158 @@
+"""Repo CAR export: the current repo as a CAR v1 stream, from one read snapshot.
+
+No HTTP types, no SQL (store.*). Order: commit, then each MST node followed by its
+entries' records and subtrees (depth-first, key order), so a reader can verify as it
+streams. Tricky bits: nodes are point lookups, records stream from the record index in
+the same key order (one joined query per collection) and are checked against the nodes'
+entries; `aiter_export` runs the generator on a worker thread behind a bounded queue and
+stops it when the consumer goes away. Also home of RepoIOError (shared with repo_io).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
+
+from ..core import car as car_core
+from ..core.cid import CID
+from ..core.mst.codec import decode_node
+from ..store import blocks as blocks_db
+from ..store import records as records_db
+from ..store import repo as repo_db
+from ..store.db import Database
+
+Progress = Callable[[str, int], None]  # (phase, items done since last call)
+
+
+class RepoIOError(Exception):
+    """Import/export/verify failed; the message is one line naming the problem."""
+
+
+def no_progress(phase: str, n: int) -> None:
+    pass
+
+
+_VARINT = [car_core.encode_varint(i) for i in range(1 << 14)]
+
+
+def _varint(n: int) -> bytes:
+    return _VARINT[n] if n < 16384 else car_core.encode_varint(n)
+
+
+def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
+    """MST nodes and records in depth-first key order: node, left subtree, then (record, right subtree)...
+
+    Nodes are point lookups; records stream from the record index in the same key order
+    (one joined query per collection, no per-record Python round trip) and are checked
+    against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
+    node_sql = "SELECT data FROM blocks WHERE cid = ?"
+    records = records_db.iter_records_with_data_in_mst_order(conn)
+    stack: list[tuple[bool, bytes]] = [(False, bytes(data_root))]  # (is_record, cid)
+    while stack:
+        is_record, cid = stack.pop()
+        if is_record:
+            entry = next(records, None)
+            if entry is None or entry[2] != cid:
+                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
+                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
+            if entry[3] is None:
+                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
+            yield cid, entry[3]
+            continue
+        row = conn.execute(node_sql, (cid,)).fetchone()
+        if row is None:
+            raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
+        data = row[0]
+        yield cid, data
+        node = decode_node(data, CID(cid))
+        subs = node.subs
+        for i in range(len(node.vals) - 1, -1, -1):
+            if subs[i + 1] is not None:
+                stack.append((False, bytes(subs[i + 1])))
+            stack.append((True, bytes(node.vals[i])))
+        if subs[0] is not None:
+            stack.append((False, bytes(subs[0])))
+    if next(records, None) is not None:
+        raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
+
+
+def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """The current repo as CAR v1 chunks, from one read snapshot (sync generator)."""
+    with db.reader() as conn:
+        root = repo_db.get_root(conn)
+        if root is None:
+            raise RepoIOError("this data directory holds no repo yet (run `tinypds import FILE.car` or create an account)")
+        commit = blocks_db.get_block(conn, root.commit_cid)
+        if commit is None:
+            raise RepoIOError(f"stored repo is missing its commit block {root.commit_cid}; run `tinypds verify`")
+        parts = [car_core.encode_header([root.commit_cid]), _varint(len(root.commit_cid) + len(commit)),
+                 bytes(root.commit_cid), commit]
+        size = 0
+        for cid, data in _walk_blocks(conn, root.data_cid):
+            parts.append(_varint(len(cid) + len(data)))
+            parts.append(cid)
+            parts.append(data)
+            size += len(data)
+            if size >= chunk_size:
+                yield b"".join(parts)
+                parts.clear()
+                size = 0
+        yield b"".join(parts)
+
+
+def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) -> int:
+    """Write the repo CAR to a binary stream; returns bytes written."""
+    progress = progress or no_progress
+    total = 0
+    for chunk in iter_export(db):
+        out.write(chunk)
+        total += len(chunk)
+        progress("bytes", len(chunk))
+    return total
+
+
+async def aiter_export(db: Database, queue_size: int = 4, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """iter_export on a worker thread, handed to the event loop through a bounded queue.
+
+    If the consumer stops early (client went away), the producer notices within ~0.2 s,
+    stops reading and closes its snapshot."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue(queue_size)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        fut = asyncio.run_coroutine_threadsafe(q.put(item), loop)
+        while True:
+            try:
+                fut.result(timeout=0.2)
+                return True
+            except concurrent.futures.TimeoutError:
+                if stop.is_set():
+                    fut.cancel()
+                    return False
+
+    def produce() -> None:
+        try:
+            for chunk in iter_export(db, chunk_size):
+                if not put(chunk):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    task = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        if task.done():
+            task.result()
