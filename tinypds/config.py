@@ -56,6 +56,8 @@ class Settings:
     # keys: keyring backend ("auto", "system", "file") and the sealed-file location
     keyring_backend: str = "auto"
     key_file: Path | None = None
+    # systemd's $CREDENTIALS_DIRECTORY (LoadCredential=tinypds-keys:...): the sealing secret
+    credentials_dir: Path | None = None
     # logging
     log_level: str = "info"
     config_file: Path | None = None
@@ -89,10 +91,22 @@ class Settings:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
-            if any(s in f.name for s in ("secret", "password", "token")):
+            if isinstance(v, str) and v and any(s in f.name for s in ("secret", "password", "token")):
                 v = "***"
-            out[f.name] = ",".join(v) if isinstance(v, tuple) else str(v)
+            if v is None:
+                v = ""
+            out[f.name] = ",".join(_mask_url(x) for x in v) if isinstance(v, tuple) else _mask_url(str(v))
         return out
+
+
+def _mask_url(value: str) -> str:
+    """Hide a password in a URL's user info (https://user:secret@host -> https://user:***@host)."""
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        userinfo, _, host = rest.partition("@")
+        if ":" in userinfo:
+            return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return value
 
 
 def _coerce(name: str, typ: Any, raw: Any) -> Any:
@@ -160,6 +174,8 @@ def load_settings(
             values[name] = _coerce(name, _FIELDS[name].type, raw)
         values["config_file"] = path
 
+    if env.get("CREDENTIALS_DIRECTORY"):  # set by systemd when the unit loads credentials
+        values["credentials_dir"] = Path(env["CREDENTIALS_DIRECTORY"])
     for name, f in _FIELDS.items():
         raw = env.get(env_name(name))
         if raw is not None and name not in ("config_file",):

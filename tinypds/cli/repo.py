@@ -72,7 +72,7 @@ def _keys(settings: Any):
     from ..services.keys import KeyStore, KeyStoreError
 
     try:
-        return KeyStore.open(settings, os.environ.get("CREDENTIALS_DIRECTORY"))
+        return KeyStore.open(settings)  # settings.credentials_dir: systemd's $CREDENTIALS_DIRECTORY
     except KeyStoreError as exc:
         raise CliError(str(exc)) from None
 

@@ -81,17 +81,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
 
+    from ..services.ops import ServerLock
+
+    lock = ServerLock(settings.data_dir)  # held until the database is closed (restore checks it)
+    if not lock.acquire():
+        raise CliError(f"another tinypds server is already running on {settings.data_dir}")
+    try:
+        return _run(args, settings, port, local)
+    finally:
+        lock.release()
+
+
+def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int:
     import uvicorn
 
     from ..app import create_app
+    from ..logging_setup import RequestLog, configure_logging
 
     on_open = None
     if not args.no_dev_account and local:
         on_open = _ensure_dev_account
     app = create_app(settings, on_open=on_open)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(settings.log_level)
     config = uvicorn.Config(
-        app,
+        RequestLog(app),
         host=settings.host,
         port=port,
         loop="uvloop",

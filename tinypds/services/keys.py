@@ -236,6 +236,8 @@ class KeyStore:
                     "or configure keyring (PYTHON_KEYRING_BACKEND)"
                 )
         key_file = getattr(settings, "key_file", None) or DEFAULT_KEY_FILE
+        if credentials_dir is None:
+            credentials_dir = getattr(settings, "credentials_dir", None)
         secret = None
         if credentials_dir is not None and (Path(credentials_dir) / CREDENTIAL_NAME).exists():
             secret = Path(credentials_dir) / CREDENTIAL_NAME

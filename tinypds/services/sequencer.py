@@ -69,6 +69,16 @@ def _write_file(path: Path, reserved: int, head: int) -> None:
         pass
 
 
+def mark_restored(data_dir: Path | str, floor: int) -> None:
+    """A database file was just restored: make the next start jump seq above `floor` and emit #sync.
+
+    Used by `tinypds restore`, also into a fresh directory (no sidecar yet); never lowers the file.
+    """
+    path = Path(data_dir) / FILE_NAME
+    reserved, head = _read_file(path)
+    _write_file(path, max(reserved, floor), max(head, floor))
+
+
 def sync_event(conn: Any, time: str) -> int | None:
     """Append a #sync event for the current commit (inside a write transaction)."""
     root = repo_db.get_root(conn)
