@@ -6,6 +6,7 @@ can cut connections (the old PDS "dies")."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import socket
@@ -93,7 +94,8 @@ def png(seed: int, size: int = 8) -> bytes:
     """A small valid PNG whose pixels depend on `seed` (distinct blobs)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\x00" + bytes((seed * 7 + x * 13 + y) % 256 for x in range(size * 3)) for y in range(size))
+    rng = random.Random(seed)
+    rows = b"".join(b"\x00" + rng.randbytes(size * 3) for _ in range(size))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
@@ -128,9 +130,9 @@ class Account:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def populate(self, posts: int = 6, blobs: int = 4) -> None:
+    def populate(self, posts: int = 6, blobs: int = 4, image_size: int = 8) -> None:
         """Posts (some with images), likes of them, a profile with an avatar, preferences."""
-        images = [self.upload(png(i + int.from_bytes(self.did[-4:].encode(), "big"))) for i in range(blobs)]
+        images = [self.upload(png(i + int.from_bytes(self.did[-4:].encode(), "big"), image_size)) for i in range(blobs)]
         made = []
         for i in range(posts):
             rec: dict = {"text": f"post {i}", "createdAt": now_iso()}
@@ -180,7 +182,8 @@ def pds_endpoint(doc: dict) -> str:
 
 
 class CuttingProxy:
-    """127.0.0.1:port -> target port. After `cut_after` response bytes (if set) every live
+    """127.0.0.1:port -> target port. After `cut_after` response bytes (if set), or when a
+    request line contains `kill_on` (if set; after `kill_skip` such requests), every live
     connection is dropped and new ones are refused until `heal()`."""
 
     def __init__(self, target_port: int):
@@ -194,13 +197,16 @@ class CuttingProxy:
         self.sent = 0
         self.dead = False
         self.requests: list[bytes] = []
+        self.kill_on: bytes | None = None
+        self.kill_skip = 0
+        self.kill_mid: int | None = None  # with kill_on: let this many response bytes through first
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def heal(self) -> None:
         with self._lock:
-            self.dead, self.cut_after, self.sent = False, None, 0
+            self.dead, self.cut_after, self.sent, self.kill_on = False, None, 0, None
 
     def _accept(self) -> None:
         while True:
@@ -231,7 +237,17 @@ class CuttingProxy:
         try:
             while data := src.recv(65536):
                 if not response and data[:4] in (b"GET ", b"POST"):
-                    self.requests.append(data.split(b"\r\n", 1)[0])
+                    line = data.split(b"\r\n", 1)[0]
+                    self.requests.append(line)
+                    if self.kill_on is not None and self.kill_on in line:
+                        if self.kill_skip <= 0:
+                            with self._lock:
+                                if self.kill_mid is None:
+                                    self._kill_all()
+                                    return
+                                self.cut_after = self.sent + self.kill_mid  # the response stops part-way
+                                self.kill_on = None
+                        self.kill_skip -= 1
                 with self._lock:
                     if response:
                         self.sent += len(data)

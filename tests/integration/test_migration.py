@@ -161,3 +161,109 @@ def test_tinypds_to_reference_pds(lab, tmp_path, servers):
     assert out.returncode == 0, out.stdout + out.stderr
     assert_arrived(before, ref_url, handle)
     assert_deactivated(acct.url, did)
+
+
+# ---- failure injection: the account stays usable on the old side, a re-run finishes -----------
+
+
+def old_still_in_charge(acct: Account, did: str) -> None:
+    assert pds_endpoint(plc_doc(did)) == acct.url
+    acct.create("app.bsky.feed.post", {"text": "still here", "createdAt": "2026-01-02T00:00:00.000Z"})
+
+
+def new_status(url: str, handle: str) -> dict:
+    acct = Account(url, handle)
+    try:
+        return acct.http.get(XRPC + "com.atproto.server.checkAccountStatus").json()
+    finally:
+        acct.close()
+
+
+def test_old_pds_dies_mid_blob_copy_then_resume(lab, tmp_path, servers):
+    handle = unique_handle("fd")
+    port = free_port()
+    did = init_tinypds(tmp_path / "old", port, handle)
+    old = servers("old", port)
+    acct = Account(f"http://localhost:{port}", handle)
+    acct.populate(image_size=96)  # ~27 KB images: the cut lands inside one
+    before = acct.snapshot()
+    new = servers("new")
+    new_url = f"http://localhost:{new.port}"
+    proxy = CuttingProxy(port)
+    proxy.kill_on, proxy.kill_skip, proxy.kill_mid = b"getBlob", 2, 4000  # the 3rd blob stops after ~4 KB
+    try:
+        first = migrate_in(new, f"http://127.0.0.1:{proxy.port}", handle, token_cmd=local_token_cmd(old))
+        assert first.returncode == 1 and "migration stopped" in first.stderr, first.stdout + first.stderr
+        old_still_in_charge(acct, did)
+        status = new_status(new_url, handle)
+        assert status["activated"] is False and status["importedBlobs"] == 2 and status["expectedBlobs"] == 5
+        proxy.heal()
+        proxy.requests.clear()
+        second = migrate_in(new, f"http://127.0.0.1:{proxy.port}", handle, token_cmd=local_token_cmd(old))
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert len([r for r in proxy.requests if b"getBlob" in r]) == 3  # the 2 copied blobs were not re-sent
+    finally:
+        proxy.close()
+    before["records"].update({k: v for k, v in acct_records_after(acct).items()})
+    after = Account(new_url, handle).snapshot()
+    assert after["records"] == before["records"] and len(after["records"]) == 11  # incl. the post made meanwhile
+    assert after["blobs"] == before["blobs"] and after["preferences"] == before["preferences"]
+    assert pds_endpoint(plc_doc(did)) == new_url
+    assert_deactivated(acct.url, did)
+
+
+def acct_records_after(acct: Account) -> dict:
+    r = acct.http.get(XRPC + "com.atproto.repo.listRecords",
+                      params={"repo": acct.did, "collection": "app.bsky.feed.post", "limit": 100})
+    assert r.status_code == 200, r.text
+    return {rec["uri"]: rec["cid"] for rec in r.json()["records"]}
+
+
+def test_plc_submit_fails_then_resume(lab, tmp_path, servers):
+    handle = unique_handle("fp")
+    old, acct, did = old_tinypds(tmp_path, servers, handle)
+    before = acct.snapshot()
+    plc_proxy = CuttingProxy(2582)
+    new = servers("new", plc_url=f"http://localhost:{plc_proxy.port}")  # the new PDS reaches PLC through the proxy
+    new_url = f"http://localhost:{new.port}"
+    plc_proxy.kill_on = b"POST /did:plc"  # the directory "goes away" when the operation is submitted
+    try:
+        first = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+        assert first.returncode == 1 and "submitPlcOperation" in first.stderr, first.stdout + first.stderr
+        old_still_in_charge(acct, did)
+        assert new_status(new_url, handle)["activated"] is False
+        plc_proxy.heal()
+        second = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+        assert second.returncode == 0, second.stdout + second.stderr
+    finally:
+        plc_proxy.close()
+    after = Account(new_url, handle).snapshot()
+    assert set(before["records"]) < set(after["records"]) and after["blobs"] == before["blobs"]
+    assert pds_endpoint(plc_doc(did)) == new_url
+    assert_deactivated(acct.url, did)
+
+
+def test_corrupt_blob_stops_before_the_switch(lab, tmp_path, servers):
+    import sqlite3
+
+    handle = unique_handle("fc")
+    old, acct, did = old_tinypds(tmp_path, servers, handle)
+    before = acct.snapshot()
+    new = servers("new")
+    new_url = f"http://localhost:{new.port}"
+    db = sqlite3.connect(old.data_dir / "tinypds.sqlite", timeout=10)
+    blob_id, data = db.execute("SELECT blob_id, data FROM blob_parts ORDER BY blob_id LIMIT 1").fetchone()
+    db.execute("UPDATE blob_parts SET data = ? WHERE blob_id = ? AND idx = 0", (bytes([data[0] ^ 0xFF]) + data[1:], blob_id))
+    db.commit()
+    first = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+    assert first.returncode == 1 and "could not be copied intact" in first.stderr, first.stdout + first.stderr
+    old_still_in_charge(acct, did)
+    status = new_status(new_url, handle)
+    assert status["activated"] is False and status["importedBlobs"] == 4 and status["expectedBlobs"] == 5
+    db.execute("UPDATE blob_parts SET data = ? WHERE blob_id = ? AND idx = 0", (data, blob_id))  # repaired
+    db.commit()
+    db.close()
+    second = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+    assert second.returncode == 0, second.stdout + second.stderr
+    after = Account(new_url, handle).snapshot()
+    assert after["blobs"] == before["blobs"] and pds_endpoint(plc_doc(did)) == new_url
