@@ -291,3 +291,26 @@ def test_memory_is_the_shared_ring_with_50_stuck_subscribers(env):
 def test_iso_time_sorts_like_event_times():
     assert iso_time(0) == "1970-01-01T00:00:00.000Z"
     assert iso_time(1.5) < iso_time(2)
+
+
+def test_cursor_behind_a_fully_pruned_log_gets_outdated_cursor_then_live(env):
+    async def main():
+        import time
+        fh = Firehose(env.db, retention_hours=1, poll_seconds=0.05)
+        await fh.start()
+        env.repo.add_listener(fh.notify)
+        await write_posts(env, fh, 0, 2)
+        head = all_seqs(env.db)[-1]
+        await fh.prune(now=time.time() + 7200)
+        c = Collector()
+        task = asyncio.create_task(fh.serve(c.send, cursor=1))
+        await asyncio.sleep(0.05)
+        await write_posts(env, fh, 2, 1)
+        await c.wait_for(head + 1)
+        task.cancel()
+        await fh.aclose()
+        return c, head
+
+    c, head = asyncio.run(main())
+    assert c.frames[0][1]["name"] == "OutdatedCursor"
+    assert c.seqs() == [head + 1]

@@ -228,8 +228,10 @@ class Firehose:
         if cursor > max(newest, self.head):
             raise FutureCursor("Cursor in the future.")
         first = await self.db.aread(events_db.first_seq)
-        if first is not None and cursor < first - 1:
-            return Subscriber(last=first - 1), events_core.info_frame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events")
+        oldest_kept = first - 1 if first is not None else newest  # everything up to here was pruned
+        if cursor < oldest_kept:
+            return Subscriber(last=oldest_kept), events_core.info_frame(
+                "OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events")
         return Subscriber(last=cursor), None
 
     async def serve(self, send: Send, cursor: int | None = None, sub: Subscriber | None = None) -> str | None:

@@ -27,8 +27,9 @@ async def open_relay_services(settings: Any, db: Any) -> dict[str, Any]:
     """{seq, firehose, crawler, ratelimit, sync}: started and ready."""
     keeper = SeqKeeper(db, settings.data_dir)
     guard = await asyncio.to_thread(keeper.guard)
+    max_lag = max(1, int(settings.firehose_max_lag))
     firehose = Firehose(db, retention_hours=settings.event_retention_hours, on_head=keeper.observe,
-                        max_lag=int(getattr(settings, "firehose_max_lag", 0) or 1000))
+                        max_lag=max_lag, ring_size=max(2048, 2 * max_lag))
     await firehose.start()
 
     async def reannounce() -> None:
