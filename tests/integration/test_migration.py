@@ -267,3 +267,116 @@ def test_corrupt_blob_stops_before_the_switch(lab, tmp_path, servers):
     assert second.returncode == 0, second.stdout + second.stderr
     after = Account(new_url, handle).snapshot()
     assert after["blobs"] == before["blobs"] and pds_endpoint(plc_doc(did)) == new_url
+
+
+# ---- the server side's guards, events and deleteAccount -------------------------------------
+
+
+def foreign_car() -> bytes:
+    """A valid one-record repo CAR of some other DID."""
+    from tinypds.core.blocks import MemoryBlockStore
+    from tinypds.core.car import write_car
+    from tinypds.core.cid import cid_for_dagcbor
+    from tinypds.core.commit import RecordWrite, build_commit
+    from tinypds.core.crypto import K256PrivateKey
+    from tinypds.core.dagcbor import encode
+
+    data = encode({"$type": "app.bsky.feed.post", "text": "x", "createdAt": "2026-01-01T00:00:00.000Z"})
+    commit = build_commit(MemoryBlockStore(), "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", None,
+                          [RecordWrite("create", "app.bsky.feed.post", "3kabcdefghij2", cid_for_dagcbor(data), data)],
+                          "3kabcdefghij2", K256PrivateKey.generate().sign)
+    return b"".join(write_car([commit.cid], [(commit.cid, commit.new_blocks[commit.cid]),
+                                             *[(c, b) for c, b in commit.new_blocks.items() if c != commit.cid]]))
+
+
+def events(data_dir) -> list[tuple[str, str]]:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{data_dir / 'tinypds.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT type, did FROM events ORDER BY seq").fetchall()
+    finally:
+        db.close()
+
+
+def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
+    from tinypds.core.crypto import K256PrivateKey
+    from tinypds.core.jwt import create_service_auth
+    import time
+
+    handle = unique_handle("ga")
+    old, acct, did = old_tinypds(tmp_path, servers, handle)
+    new = servers("new")
+    new_url = f"http://localhost:{new.port}"
+    service_did = f"did:web:localhost%3A{new.port}"
+    http = httpx.Client(base_url=new_url, timeout=30)
+    assert http.get(XRPC + "com.atproto.server.describeServer").json()["inviteCodeRequired"] is True
+
+    def token(aud: str = service_did, lxm: str = "com.atproto.server.createAccount") -> str:
+        r = acct.http.get(XRPC + "com.atproto.server.getServiceAuth", params={"aud": aud, "lxm": lxm})
+        assert r.status_code == 200, r.text
+        return r.json()["token"]
+
+    def create(code: str | None, tok: str | None) -> httpx.Response:
+        body = {"did": did, "handle": handle, "password": PASSWORD, "email": "m@example.com"}
+        if code:
+            body["inviteCode"] = code
+        return http.post(XRPC + "com.atproto.server.createAccount", json=body,
+                         headers={"Authorization": f"Bearer {tok}"} if tok else {})
+
+    invite = cli(new.data_dir, "invite", port=new.port)
+    assert invite.returncode == 0, invite.stderr
+    code = invite.stdout.strip()
+    assert create(None, token()).json()["error"] == "InvalidInviteCode"
+    assert create("tinypds-wrong", token()).json()["error"] == "InvalidInviteCode"
+    assert create(code, None).status_code == 401
+    r = create(code, token(lxm="com.atproto.repo.createRecord"))
+    assert r.status_code == 401, r.text
+    assert create(code, token(aud="did:web:elsewhere.example")).status_code == 401
+    forged = create_service_auth(did, service_did, "com.atproto.server.createAccount", K256PrivateKey.generate(),
+                                 int(time.time()))
+    assert create(code, forged).status_code == 401
+    made = create(code, token())  # the code survived the failed attempts; it is spent now
+    assert made.status_code == 200, made.text
+    assert made.json()["did"] == did
+    again = create(code, token())
+    assert again.status_code == 400 and again.json()["error"] == "AccountAlreadyExists"
+
+    auth = {"Authorization": f"Bearer {made.json()['accessJwt']}"}
+    r = http.post(XRPC + "com.atproto.repo.createRecord", headers=auth, json={
+        "repo": did, "collection": "app.bsky.feed.post",
+        "record": {"$type": "app.bsky.feed.post", "text": "too early", "createdAt": "2026-01-01T00:00:00.000Z"}})
+    assert r.status_code == 400 and r.json()["error"] == "RepoDeactivated"
+    r = http.post(XRPC + "com.atproto.repo.importRepo", headers={**auth, "Content-Type": "application/vnd.ipld.car"},
+                  content=foreign_car())
+    assert r.status_code == 400 and "refusing to mix accounts" in r.json()["message"], r.text
+    car = acct.http.get(XRPC + "com.atproto.sync.getRepo", params={"did": did}).content
+    r = http.post(XRPC + "com.atproto.repo.importRepo", headers={**auth, "Content-Type": "application/vnd.ipld.car"},
+                  content=car)
+    assert r.status_code == 200, r.text
+    missing = http.get(XRPC + "com.atproto.repo.listMissingBlobs", headers=auth).json()["blobs"]
+    assert len(missing) == 5 and all(m["recordUri"].startswith(f"at://{did}/") for m in missing)
+    assert r.status_code == 200 and events(new.data_dir) == []  # nothing on the firehose while deactivated
+    r = http.post(XRPC + "com.atproto.server.activateAccount", headers=auth)
+    assert r.status_code == 400 and "does not name this PDS" in r.json()["message"]
+
+    out = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))  # picks up the made account
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert events(new.data_dir)[-3:] == [("#account", did), ("#identity", did), ("#sync", did)]
+
+    # deleteAccount: refused where the DID document still points, accepted on the old side
+    tok = cli(new.data_dir, "migrate", "delete-token", port=new.port).stdout.strip()
+    r = http.post(XRPC + "com.atproto.server.deleteAccount", json={"did": did, "password": PASSWORD, "token": tok})
+    assert r.status_code == 400 and "still names this PDS" in r.json()["message"]
+    bad = httpx.post(acct.url + XRPC + "com.atproto.server.deleteAccount",
+                     json={"did": did, "password": PASSWORD, "token": "WRONG-TOKEN"}, timeout=30)
+    assert bad.status_code >= 400
+    tok = cli(old.data_dir, "migrate", "delete-token", port=old.port).stdout.strip()
+    r = httpx.post(acct.url + XRPC + "com.atproto.server.deleteAccount",
+                   json={"did": did, "password": PASSWORD, "token": tok}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert events(old.data_dir)[-1] == ("#account", did)
+    assert httpx.get(acct.url + XRPC + "com.atproto.sync.listRepos").json()["repos"] == []
+    r = acct.http.get(XRPC + "com.atproto.sync.listBlobs", params={"did": did})
+    assert r.status_code == 400 or r.json().get("cids") == []  # the blobs are gone with the account
+    http.close()

@@ -134,9 +134,9 @@ class MigrationService:
             payload = verify_service_auth(service_auth, lambda iss: parse_did_key(signing or ""),
                                           self.settings.service_did, CREATE_ACCOUNT_LXM, now)
         except JwtError as exc:
-            raise errors.InvalidToken(f"Service auth token rejected: {exc}") from None
+            raise errors.AuthenticationRequired(f"Service auth token rejected: {exc}") from None
         if payload.get("iss") != did:
-            raise errors.InvalidToken("Service auth token was issued for another DID")
+            raise errors.AuthenticationRequired("Service auth token was issued for another DID")
         handle = check_new_handle(handle)
         if not (self.identity.serves_handle(handle) or doc_handle(doc) == handle):
             resolved = await self.identity.resolver.handles.resolve(handle, fresh=True)
