@@ -123,8 +123,10 @@ async def get_repo(request: Request) -> Stream:
     if sync is None:
         svc = _account_for(request, did)
         return Stream(repo_io.aiter_export(svc.db), media_type=CAR)
-    chunks = await sync.repo_car(did, since)  # errors (RepoDeactivated, ...) before the first byte
-    return Stream(chunks, media_type=CAR)
+    if since is None:  # the whole repo in key order (commit, then a depth-first walk of the tree)
+        await sync.check_available(did)  # errors (RepoDeactivated, ...) before the first byte
+        return Stream(repo_io.aiter_export(services(request).db), media_type=CAR)
+    return Stream(await sync.repo_car(did, since), media_type=CAR)
 
 
 CAR = "application/vnd.ipld.car"
