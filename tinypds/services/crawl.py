@@ -24,8 +24,13 @@ Post = Callable[[str, dict], Awaitable[bool]]
 FIRST_BACKOFF = 30.0
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]").rsplit(":", 1)[0] if host.count(":") == 1 else host.strip("[]")
+def _is_loopback(hostport: str) -> bool:
+    if hostport.startswith("["):
+        host = hostport[1:hostport.find("]")]
+    elif hostport.count(":") == 1:
+        host = hostport.rsplit(":", 1)[0]
+    else:
+        host = hostport
     return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
 
 
