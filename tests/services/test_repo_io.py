@@ -287,3 +287,42 @@ def test_verify_stored_detects_a_missing_record_block(tmp_path, repo_car):
             b"".join(iter_export(env.db))
     finally:
         env.db.close()
+
+
+def test_duplicate_block_across_batches_is_refused(tmp_path, repo_car, monkeypatch):
+    from tinypds.services import repo_io
+
+    monkeypatch.setattr(repo_io, "BLOCK_BATCH", 50)
+    root, blocks = repo_car
+    env = open_env(tmp_path, did=None)
+    try:
+        dup = blocks[10]
+        with pytest.raises(RepoIOError, match=f"holds block {dup[0]} more than once"):
+            import_car(env.db, io.BytesIO(car_bytes([root], blocks + [dup])))
+        assert snapshot(env.db)["blocks"] == 0
+        res = import_car(env.db, io.BytesIO(car_bytes([root], blocks)))  # small batches still import fine
+        assert res.records == 300 and res.blocks == len(blocks)
+    finally:
+        env.db.close()
+
+
+def test_two_records_sharing_one_block(tmp_path):
+    from tinypds.core.mst import TreeBuilder
+
+    data = dagcbor.encode({"$type": "app.bsky.feed.like", "createdAt": "2024-01-01T00:00:00Z"})
+    cid = cid_for_dagcbor(data)
+    nodes = []
+    builder = TreeBuilder(lambda c, d: nodes.append((c, d)))
+    for rkey in ("3kaaaaaaaaaa2", "3kaaaaaaaaab2", "3kaaaaaaaaac2"):
+        builder.add(f"app.bsky.feed.like/{rkey}", cid)
+    commit = build_commit_from_root(DID, builder.finish(), "3kaaaaaaaaad2", CAR_KEY.sign)
+    car = car_bytes([commit[0]], [commit, (cid, data)] + nodes)
+    env = open_env(tmp_path, did=None)
+    try:
+        res = import_car(env.db, io.BytesIO(car), did_key=CAR_DID_KEY)
+        assert res.records == 3 and res.unreferenced_blocks == 0
+        assert verify_stored(env.db).records == 3
+        roots, out = car_core.read_car_bytes(export_bytes(env.db))
+        assert roots == [commit[0]] and sorted(out) == sorted([commit, (cid, data)] + nodes)  # the shared block once
+    finally:
+        env.db.close()

@@ -49,6 +49,8 @@ def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
     against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
     node_sql = "SELECT data FROM blocks WHERE cid = ?"
     records = records_db.iter_records_with_data_in_mst_order(conn)
+    shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
+    sent: set[bytes] = set()
     stack: list[tuple[bool, bytes]] = [(False, bytes(data_root))]  # (is_record, cid)
     while stack:
         is_record, cid = stack.pop()
@@ -59,6 +61,10 @@ def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
                 raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
             if entry[3] is None:
                 raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
+            if cid in shared:  # one block serves several keys: a CAR holds each block once
+                if cid in sent:
+                    continue
+                sent.add(cid)
             yield cid, entry[3]
             continue
         row = conn.execute(node_sql, (cid,)).fetchone()

@@ -157,3 +157,8 @@ def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, st
         "WHERE b.data IS NULL OR instr(b.data, ?) > 0",
         (needle,),
     )
+
+
+def shared_record_cids(conn: Conn) -> set[bytes]:
+    """CIDs used by more than one record (identical record content under two keys); usually few."""
+    return {r[0] for r in conn.execute("SELECT cid FROM records GROUP BY cid HAVING count(*) > 1")}
