@@ -148,7 +148,9 @@ def _bad_cases(root, blocks):
     flipped[len(good) // 2] ^= 0x01
     other_key = fixed_key("impostor")
     bad_sig_commit = build_commit_from_root(DID, dagcbor.decode(blocks[0][1])["data"], "3m2qrrgwdsk2b", other_key.sign)
+    bad_rev_commit = build_commit_from_root(DID, dagcbor.decode(blocks[0][1])["data"], "not-a-tid", CAR_KEY.sign)
     return {
+        "rev not a TID": (car_bytes([bad_rev_commit[0]], [bad_rev_commit] + blocks[1:]), "is not a TID"),
         "truncated": (good[: len(good) - 7], "truncated CAR"),
         "flipped byte": (bytes(flipped), "does not match its hash|corrupt|invalid|not"),
         "non-canonical MST node": (_replace_node_noncanonical(root, blocks), "non-canonical"),

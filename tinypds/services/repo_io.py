@@ -25,6 +25,7 @@ from ..core.cid import CID
 from ..core.commit import CommitError, build_commit_from_root, verify_commit
 from ..core.crypto import parse_did_key
 from ..core.mst import MstError, verify_tree
+from ..core.syntax import is_valid_did, is_valid_tid
 from ..core.tid import TidClock
 from ..store import accounts as accounts_db
 from ..store import blocks as blocks_db
@@ -199,6 +200,10 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
         fallback.append(("this account's signing key", signer.public_key()))
     commit, how = _check_commit(commit_bytes, did_key, fallback)
     did, rev, data_root = commit["did"], commit["rev"], commit["data"]
+    if not is_valid_did(did):
+        raise RepoIOError(f"the commit's did {did!r} is not a valid DID")
+    if not is_valid_tid(rev):
+        raise RepoIOError(f"the commit's rev {rev!r} is not a TID")
     if account is not None and account.did != did:
         raise RepoIOError(f"the CAR is the repo of {did}, but this data directory holds {account.did}; refusing to mix accounts")
     blocks_db.set_missing_rev(conn, rev)
