@@ -328,3 +328,19 @@ def test_two_records_sharing_one_block(tmp_path):
         assert roots == [commit[0]] and sorted(out) == sorted([commit, (cid, data)] + nodes)  # the shared block once
     finally:
         env.db.close()
+
+
+def test_offline_copy_is_replaced_by_newer_but_not_older(tmp_path):
+    old_root, old_blocks = build_repo_blocks(30, CAR_KEY, rev="3m2qrrgwdsk2b")
+    new_root, new_blocks = build_repo_blocks(40, CAR_KEY, seed=1, rev="3m2qrrgwdsk3b")
+    env = open_env(tmp_path, did=None)
+    try:
+        import_car(env.db, io.BytesIO(car_bytes([new_root], new_blocks)))
+        before = snapshot(env.db)
+        with pytest.raises(RepoIOError, match="older than the stored copy"):
+            import_car(env.db, io.BytesIO(car_bytes([old_root], old_blocks)))
+        assert snapshot(env.db) == before
+        import_car(env.db, io.BytesIO(car_bytes([new_root], new_blocks)))  # same rev again: fine
+        assert snapshot(env.db)["records"] == 40
+    finally:
+        env.db.close()

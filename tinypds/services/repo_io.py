@@ -214,7 +214,10 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
     commit_cid, commit_rev = root, rev
     if account is None:
         accounts_db.create_account(conn, did, None, time, status="offline-copy")
-    elif account.status != "offline-copy":
+    elif account.status == "offline-copy":
+        if before is not None and rev < before.rev:
+            raise RepoIOError(f"the CAR (rev {rev}) is older than the stored copy (rev {before.rev}); refusing to go back")
+    else:
         if signer is None:
             raise RepoIOError(f"no key store to re-sign the repo of {did} with")
         floor = max(rev, before.rev) if before is not None else rev
