@@ -35,7 +35,7 @@ def test_import_export_verify_round_trip(tmp_path, car_file, capsys):
     assert main(["--data", str(data), "import", str(path), "--did-key", DID_KEY]) == 0
     out = capsys.readouterr().out
     assert str(root) in out and "records   200" in out and "offline copy" in out
-    assert main(["--data", str(data), "verify", "--did-key", DID_KEY]) == 0
+    assert main(["--data", str(data), "verify", "--did-key", DID_KEY, "--records"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("OK")
     exported = tmp_path / "out.car"
     assert main(["--data", str(data), "export", str(exported)]) == 0

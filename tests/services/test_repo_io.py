@@ -344,3 +344,28 @@ def test_offline_copy_is_replaced_by_newer_but_not_older(tmp_path):
         assert snapshot(env.db)["records"] == 40
     finally:
         env.db.close()
+
+
+def test_verify_refuses_a_non_canonical_record(tmp_path):
+    from tinypds.core.mst import TreeBuilder
+
+    # {"$type": "x.y", "a": 1} with the map keys out of canonical order: hashes fine, not DAG-CBOR
+    bad = b"\xa2e$typecx.yaa\x01"
+    cid = cid_for_dagcbor(bad)
+    nodes = []
+    builder = TreeBuilder(lambda c, d: nodes.append((c, d)))
+    builder.add("x.y/k1", cid)
+    commit = build_commit_from_root(DID, builder.finish(), "3kaaaaaaaaad2", CAR_KEY.sign)
+    path = tmp_path / "bad-record.car"
+    path.write_bytes(car_bytes([commit[0]], [commit, (cid, bad)] + nodes))
+    with pytest.raises(RepoIOError, match="record x.y/k1 is not a valid record: non-canonical"):
+        verify_car_file(path, did_key=CAR_DID_KEY, check_records=True)
+    assert verify_car_file(path, did_key=CAR_DID_KEY).records == 1  # structure alone is fine
+    env = open_env(tmp_path, did=None)
+    try:
+        import_car(env.db, io.BytesIO(path.read_bytes()))  # import keeps blocks as they are (hash-checked)
+        verify_stored(env.db)
+        with pytest.raises(RepoIOError, match="not a valid record"):
+            verify_stored(env.db, check_records=True)
+    finally:
+        env.db.close()

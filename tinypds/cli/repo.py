@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Check every block hash, the MST (canonical, ordered), the record index and the commit signature."))
     p.add_argument("file", metavar="FILE.car", nargs="?", help="verify this CAR file instead of the stored repo")
     p.add_argument("--did-key", metavar="did:key:...", help="check the commit signature with this key")
+    p.add_argument("--records", action="store_true", help="also decode every record strictly (canonical DAG-CBOR, $type)")
     p.set_defaults(func=cmd_verify)
 
 
@@ -175,7 +176,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             src = Path(args.file)
             if not src.is_file():
                 raise CliError(f"{src} is not a file")
-            summary = verify_car_file(src, did_key=args.did_key, progress=phases)
+            summary = verify_car_file(src, did_key=args.did_key, progress=phases, check_records=args.records)
         else:
             settings = settings_from_args(args)
             db = _open_db(settings, create=False)
@@ -184,7 +185,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 keys = None
                 if args.did_key is None and account is not None and account.status != "offline-copy":
                     keys = _keys(settings)
-                summary = verify_stored(db, did_key=args.did_key, keys=keys, progress=phases)
+                summary = verify_stored(db, did_key=args.did_key, keys=keys, progress=phases, check_records=args.records)
             finally:
                 db.close()
         phases.finish()

@@ -162,3 +162,10 @@ def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, st
 def shared_record_cids(conn: Conn) -> set[bytes]:
     """CIDs used by more than one record (identical record content under two keys); usually few."""
     return {r[0] for r in conn.execute("SELECT cid FROM records GROUP BY cid HAVING count(*) > 1")}
+
+
+def iter_record_data(conn: Conn) -> Iterator[tuple[str, str, bytes | None]]:
+    """(collection, rkey, block data or None) for every record, in primary-key order."""
+    yield from conn.execute(
+        "SELECT r.collection, r.rkey, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid"
+    )
