@@ -97,6 +97,31 @@ async def bench_live(server, n: int, subs: int) -> None:
           f"{n * subs / total:,.0f} frames/s total; server RSS {rss_mb(server.proc.pid):.0f} MB")
 
 
+async def bench_idle(server, n: int, subs: int) -> float:
+    """`subs` websocket subscribers that never read while `n` events are written; returns the
+    server's anonymous memory growth in MB (compare with subs=0: SQLite's page caches fill too)."""
+    import socket
+
+    port = int(server.url.rsplit(":", 1)[1])
+    socks = []
+    for _ in range(subs):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", port))
+        raw.sendall((f"GET /xrpc/com.atproto.sync.subscribeRepos HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        socks.append(raw)
+    await asyncio.sleep(0.5)
+    before = rss_mb(server.proc.pid, "RssAnon")
+    await write_events(server, session(server), n)
+    after = rss_mb(server.proc.pid, "RssAnon")
+    for raw in socks:
+        raw.close()
+    print(f"  {subs:2d} subscribers that never read, {n} events written: server anonymous memory {before:.0f} -> {after:.0f} MB")
+    return after - before
+
+
 async def bench_backfill(server, n: int) -> None:
     headers = session(server)
     await write_events(server, headers, n)
@@ -179,6 +204,12 @@ def main(argv: list[str]) -> int:
             server = start_server(work / f"live-{subs}", extra_env=ENV)
             try:
                 asyncio.run(bench_live(server, args.events, subs))
+            finally:
+                server.stop()
+        for subs in (0, 50):
+            server = start_server(work / f"idle-{subs}", extra_env=ENV)
+            try:
+                asyncio.run(bench_idle(server, args.events, subs))
             finally:
                 server.stop()
         server = start_server(work / "backfill", extra_env=ENV)
