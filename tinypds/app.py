@@ -101,6 +101,8 @@ async def open_services(settings: Settings) -> AppServices:
             access_ttl=settings.access_token_seconds,
             refresh_ttl=settings.refresh_token_seconds,
         )
+        from .services.oauth.server import OAuthService
+        svc.extra["oauth"] = OAuthService(svc.db, issuer=settings.public_url)
         svc.extra["blobs"] = BlobService(svc.db, settings)
         await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)

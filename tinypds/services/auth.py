@@ -70,6 +70,14 @@ class AuthContext:
     def is_privileged(self) -> bool:
         return self.kind in ("access", "app_password_privileged")
 
+    def require(self, action: Any) -> None:
+        """Refuse (403 ScopeMissingError) an OAuth token whose scopes do not allow `action`
+        (a services.oauth.scopes action); other credentials keep their own checks."""
+        if self.kind == "oauth":
+            from .oauth.scopes import require
+
+            require(self.scopes, action)
+
 
 class FailureThrottle:
     """Sliding-window failure counters by key (IP or account); bounded in size."""
@@ -264,6 +272,20 @@ class AuthService:
         self._ip_throttle.record(ip)
         for t in self._account_throttles:
             t.record(account_key)
+
+    async def check_password(self, identifier: str, password: str, ip: str) -> dict:
+        """The account for the account password (not app passwords), throttled like
+        createSession; for the OAuth sign-in page. AuthenticationRequired / RateLimitExceeded."""
+        row = self.db.read(lambda c: sql.find_account_for_login(c, identifier))
+        account_key = row[0] if row else "ident:" + identifier.lower()
+        self._check_throttle(ip, account_key)
+        usable = row is not None and row[3] is not None and row[4] != "deleted"
+        if not await self._verify(password, row[3] if usable else await self._dummy()) or not usable:
+            self._record_failure(ip, account_key)
+            raise AuthenticationRequired("Invalid identifier or password")
+        if row[4] == "takendown":
+            raise AccountTakedown("Account has been taken down")
+        return {"did": row[0], "handle": row[1], "email": row[2], "status": row[4]}
 
     async def create_session(self, identifier: str, password: str, ip: str) -> tuple[dict, dict]:
         """Sign in with the account password or an app password -> (account, tokens)."""

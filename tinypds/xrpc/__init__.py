@@ -7,10 +7,11 @@ never import tinypds.store. ROUTES is the whole route table, in one place.
 
 from __future__ import annotations
 
-from . import app_bsky, identity, migration, proxy, repo, server, sync, wellknown
+from . import app_bsky, identity, migration, oauth, proxy, repo, server, sync, wellknown
 
 ROUTES: list = [
     *wellknown.ROUTES,
+    *oauth.ROUTES,
     *server.ROUTES,
     *migration.ROUTES,
     *identity.ROUTES,

@@ -12,7 +12,8 @@ from litestar import Request, Response, get, post
 
 from ..errors import MethodNotImplemented
 from ..services.preferences import PreferencesService
-from .proxy import forward_request
+from ..services.oauth.scopes import RpcCall
+from .proxy import forward_request, rpc_audience
 from .routing import access_auth, json_body, services
 
 NS = "/xrpc/app.bsky.actor."
@@ -37,6 +38,7 @@ def _other_appview(request: Request) -> bool:
 @get(NS + "getPreferences")
 async def get_preferences(request: Request) -> dict | Response:
     ctx = await access_auth(request)
+    ctx.require(RpcCall("app.bsky.actor.getPreferences", rpc_audience(request, "app.bsky.actor.getPreferences")))
     if _other_appview(request):
         return await forward_request(request, "app.bsky.actor.getPreferences", ctx)
     prefs = await _preferences(request).get(ctx.did, full_access=ctx.is_full_session)
@@ -46,6 +48,7 @@ async def get_preferences(request: Request) -> dict | Response:
 @post(NS + "putPreferences", status_code=200)
 async def put_preferences(request: Request) -> None | Response:
     ctx = await access_auth(request)
+    ctx.require(RpcCall("app.bsky.actor.putPreferences", rpc_audience(request, "app.bsky.actor.putPreferences")))
     if _other_appview(request):
         return await forward_request(request, "app.bsky.actor.putPreferences", ctx)
     body = await json_body(request)

@@ -14,6 +14,7 @@ from litestar import Request, get, post
 
 from ..core.syntax import InvalidSyntax, parse_at_identifier, parse_did, parse_handle
 from ..errors import InvalidRequest, NotEnoughResources
+from ..services.oauth.scopes import IdentityChange
 from .routing import access_auth, body_str, json_body, query_str, services
 
 NS = "/xrpc/com.atproto.identity."
@@ -68,7 +69,7 @@ async def refresh_identity(request: Request) -> dict:
 
 @post(NS + "updateHandle", status_code=200)
 async def update_handle(request: Request) -> None:
-    ctx = await access_auth(request)
+    ctx = await access_auth(request, scope=IdentityChange("handle"))
     body = await json_body(request)
     handle = body_str(body, "handle", max_len=300)
     ident = identity_service(request)
@@ -84,13 +85,13 @@ async def get_recommended_did_credentials(request: Request) -> dict:
 
 @post(NS + "requestPlcOperationSignature", status_code=200)
 async def request_plc_operation_signature(request: Request) -> None:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=IdentityChange("*"))
     await identity_service(request).request_plc_signature(ctx.did)
 
 
 @post(NS + "signPlcOperation", status_code=200)
 async def sign_plc_operation(request: Request) -> dict:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=IdentityChange("*"))
     body = await json_body(request)
     token = body_str(body, "token", required=False, max_len=100)
     changes = {k: body.get(k) for k in ("rotationKeys", "alsoKnownAs", "verificationMethods", "services")}
@@ -107,7 +108,7 @@ async def sign_plc_operation(request: Request) -> dict:
 
 @post(NS + "submitPlcOperation", status_code=200)
 async def submit_plc_operation(request: Request) -> None:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=IdentityChange("*"))
     body = await json_body(request)
     if "operation" not in body:
         raise InvalidRequest('Input must have the property "operation"')

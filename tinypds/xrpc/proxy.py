@@ -19,6 +19,7 @@ from litestar.response.streaming import ASGIStreamingResponse
 from ..core.syntax import is_valid_nsid
 from ..errors import InvalidRequest, MethodNotImplemented
 from ..services.proxy import ProxyService, Target, UpstreamBroken, check_proxy_allowed
+from ..services.oauth.scopes import RpcCall
 from .routing import access_auth, services
 
 
@@ -61,6 +62,15 @@ def proxy_service(request: Request) -> ProxyService:
     return proxy
 
 
+def rpc_audience(request: Request, nsid: str) -> str:
+    """`did#service` the call goes to (the atproto-proxy header, else the default AppView/chat): an OAuth rpc: aud."""
+    header = request.headers.get("atproto-proxy")
+    if header:
+        return header.strip()
+    s = services(request).settings
+    return f"{s.chat_did}#bsky_chat" if nsid.startswith("chat.bsky.") else f"{s.appview_did}#bsky_appview"
+
+
 async def forward_request(request: Request, nsid: str, ctx: Any, target: Target | None = None) -> Response:
     """Forward this request to its target and stream the answer back."""
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -84,6 +94,7 @@ async def proxy_call(request: Request, nsid: str) -> Response:
     # a method with no default target is 501 for anyone; DID documents are fetched only for signed-in callers
     target = None if request.headers.get("atproto-proxy") else await proxy_service(request).target_for(nsid, None)
     ctx = await access_auth(request)
+    ctx.require(RpcCall(nsid, rpc_audience(request, nsid)))
     return await forward_request(request, nsid, ctx, target)
 
 

@@ -15,6 +15,7 @@ from litestar import Request, get, post
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound
+from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import access_auth, body_bool, body_str, json_body, query_int, query_str, services
 
@@ -82,6 +83,7 @@ def _write_result(outcome: Any) -> dict:
 async def create_record(request: Request) -> dict:
     ctx = await access_auth(request)
     body = await json_body(request)
+    ctx.require(RepoWrite(str(body.get("collection")), "create"))
     records = _records(request, body_str(body, "repo"), ctx)
     outcome = await records.create(
         body_str(body, "collection"),
@@ -97,6 +99,8 @@ async def create_record(request: Request) -> dict:
 async def put_record(request: Request) -> dict:
     ctx = await access_auth(request)
     body = await json_body(request)
+    for action in ("create", "update"):  # a put may do either
+        ctx.require(RepoWrite(str(body.get("collection")), action))
     records = _records(request, body_str(body, "repo"), ctx)
     swap: Any = None
     if "swapRecord" in body:  # present and null: the record must not exist yet
@@ -116,6 +120,7 @@ async def put_record(request: Request) -> dict:
 async def delete_record(request: Request) -> dict:
     ctx = await access_auth(request)
     body = await json_body(request)
+    ctx.require(RepoWrite(str(body.get("collection")), "delete"))
     records = _records(request, body_str(body, "repo"), ctx)
     outcome = await records.delete(
         body_str(body, "collection"),
@@ -152,6 +157,7 @@ async def apply_writes(request: Request) -> dict:
         if rkey is not None and not isinstance(rkey, str):
             raise InvalidRequest(f"Input/writes/{i}/rkey must be a string")
         ops.append(WriteOp(_WRITE_TYPES[w["$type"]], w.get("collection"), rkey, w.get("value")))
+        ctx.require(RepoWrite(str(w.get("collection")), _WRITE_TYPES[w["$type"]]))
     outcome = await records.apply_writes(
         ops, validate=_validate_flag(body), swap_commit=body_str(body, "swapCommit", required=False)
     )
@@ -239,7 +245,8 @@ def _minimal_did_doc(request: Request, account: Any) -> dict:
 
 @post(NS + "uploadBlob", status_code=200, request_max_body_size=None)
 async def upload_blob(request: Request) -> dict:
-    await access_auth(request)
+    ctx = await access_auth(request)
+    ctx.require(BlobUpload((request.headers.get("content-type") or "application/octet-stream").split(";", 1)[0].strip().lower()))
     svc = _account(request)
     blobs = svc.extra.get("blobs")
     if blobs is None:

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Request
 
-from ..errors import AuthenticationRequired, InvalidRequest, PayloadTooLarge
+from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, PayloadTooLarge
 
 _json_decoder = msgspec.json.Decoder()
 
@@ -117,8 +117,12 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def access_auth(request: Request, *, privileged: bool = False, full: bool = False) -> Any:
-    """AuthContext for an access token (account session or app password).
+async def access_auth(request: Request, *, privileged: bool = False, full: bool = False, scope: Any = None) -> Any:
+    """AuthContext for an access token (account session, app password or OAuth DPoP token).
+
+    `scope`: the services.oauth.scopes action an OAuth token must allow (then `full` and
+    `privileged` do not refuse OAuth tokens); without it OAuth tokens may not call
+    `full`/`privileged` methods.
 
     `privileged`: app passwords need the privileged flag. `full`: only a full
     account session (no app password) may call (password change, app passwords).
@@ -126,6 +130,16 @@ async def access_auth(request: Request, *, privileged: bool = False, full: bool 
     auth = services(request).auth
     if auth is None:
         raise AuthenticationRequired("Authentication is not available")
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "dpop" and token.strip():  # an OAuth access token (xrpc/oauth.py)
+        from .oauth import dpop_auth
+
+        ctx = await dpop_auth(request, token.strip())
+        if scope is not None:
+            ctx.require(scope)
+        elif full or privileged:
+            raise Forbidden("This method is not available to OAuth apps")
+        return ctx
     return await auth.verify_access(bearer_token(request), privileged=privileged, full=full)
 
 
