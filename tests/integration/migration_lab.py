@@ -72,8 +72,9 @@ def cli(data: Path, *args: str, port: int, stdin: str = "", timeout: float = 600
                           capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=timeout)
 
 
-def start_tinypds(data: Path, port: int, plc_url: str = PLC_URL):
-    return start_server(data, extra_env=server_env(port, plc_url), args=["--port", str(port), "--no-dev-account"])
+def start_tinypds(data: Path, port: int, plc_url: str = PLC_URL, env: dict[str, str] | None = None):
+    return start_server(data, extra_env={**server_env(port, plc_url), **(env or {})},
+                        args=["--port", str(port), "--no-dev-account"])
 
 
 def init_tinypds(data: Path, port: int, handle: str) -> str:
@@ -141,7 +142,7 @@ class Account:
             made.append(self.create("app.bsky.feed.post", rec))
         for p in made[:3]:
             self.create("app.bsky.feed.like", {"subject": {"uri": p["uri"], "cid": p["cid"]}, "createdAt": now_iso()})
-        avatar = self.upload(png(999))
+        avatar = self.upload(png(999 + int.from_bytes(self.did[-4:].encode(), "big"), image_size))
         self.create("app.bsky.actor.profile", {"displayName": "Migrant", "avatar": avatar}, rkey="self")
         prefs = [{"$type": "app.bsky.actor.defs#adultContentPref", "enabled": False},
                  {"$type": "app.bsky.actor.defs#savedFeedsPrefV2",

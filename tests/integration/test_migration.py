@@ -55,10 +55,10 @@ def servers(tmp_path):
         assert "Traceback" not in s.stderr(), s.stderr()
 
 
-def old_tinypds(tmp_path, servers, handle: str):
+def old_tinypds(tmp_path, servers, handle: str, **kw):
     port = free_port()
     did = init_tinypds(tmp_path / "old", port, handle)
-    server = servers("old", port)
+    server = servers("old", port, **kw)
     acct = Account(f"http://localhost:{port}", handle)
     acct.populate()
     return server, acct, did
@@ -120,6 +120,9 @@ def test_tinypds_to_tinypds(lab, tmp_path, servers):
     assert "DID document names" in out.stdout
     assert_arrived(before, new_url, handle)
     assert_deactivated(acct.url, did)
+    assert events(old.data_dir)[-1] == ("#account", did)  # the deactivation went out on the old firehose
+    again = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))  # a re-run finds nothing left to do
+    assert again.returncode == 0 and "0 copied this run" in again.stdout, again.stdout + again.stderr
 
 
 # ---- reference PDS <-> tinypds ------------------------------------------------------------------
@@ -156,6 +159,13 @@ def test_tinypds_to_reference_pds(lab, tmp_path, servers):
     handle = unique_handle("ro")
     old, acct, did = old_tinypds(tmp_path, servers, handle)
     before = acct.snapshot()
+    dry = cli(old.data_dir, "migrate", "out", "--to", ref_url, "--handle", handle, "--email", f"{handle}@example.com",
+              "--password-stdin", "--check", port=old.port, stdin=PASSWORD + "\n")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "records:     10" in dry.stdout and f"-> {ref_url}" in dry.stdout
+    assert pds_endpoint(plc_doc(did)) == acct.url
+    r = httpx.post(ref_url + XRPC + "com.atproto.server.createSession", json={"identifier": did, "password": PASSWORD})
+    assert r.status_code == 401  # the dry run made no account there
     out = cli(old.data_dir, "migrate", "out", "--to", ref_url, "--handle", handle, "--email", f"{handle}@example.com",
               "--password-stdin", port=old.port, stdin=PASSWORD + "\n")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -380,3 +390,21 @@ def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
     r = acct.http.get(XRPC + "com.atproto.sync.listBlobs", params={"did": did})
     assert r.status_code == 400 or r.json().get("cids") == []  # the blobs are gone with the account
     http.close()
+
+
+def test_sessions_are_refreshed_during_a_long_move(lab, tmp_path, servers):
+    """Access tokens live 2 s here and the PLC token takes 3 s to arrive: every later call
+    needs a refreshed session on both sides."""
+    short = {"TINYPDS_ACCESS_TOKEN_SECONDS": "2"}
+    handle = unique_handle("rs")
+    old, acct, did = old_tinypds(tmp_path, servers, handle, env=short)
+    before = acct.snapshot()
+    new = servers("new", env=short)
+    proxy = CuttingProxy(old.port)
+    try:
+        out = migrate_in(new, f"http://127.0.0.1:{proxy.port}", handle, token_cmd="sleep 3; " + local_token_cmd(old))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert any(b"refreshSession" in r for r in proxy.requests)
+    finally:
+        proxy.close()
+    assert_arrived(before, f"http://localhost:{new.port}", handle)
