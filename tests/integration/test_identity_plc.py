@@ -30,31 +30,11 @@ from tinypds.store.db import Database
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB = Path(os.environ.get("TINYPDS_LAB", REPO_ROOT.parent / "shared" / "lab"))
 PLC_URL = "http://localhost:2582"
-START_TIMEOUT = 420  # the first run installs node 22 and the PLC server
-
-
-def _healthy() -> bool:
-    try:
-        return httpx.get("http://127.0.0.1:2582/_health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="session")
-def plc_url() -> str:
-    if _healthy():
-        return PLC_URL
-    script = LAB / "ref-pds" / "start.sh"
-    if not script.exists():
-        pytest.skip(f"no PLC directory: {script} not found (set TINYPDS_LAB)")
-    try:
-        proc = subprocess.run(["bash", str(script), "plc"], capture_output=True, text=True, timeout=START_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"the PLC directory did not start within {START_TIMEOUT} s")
-    if proc.returncode != 0 or not _healthy():
-        pytest.skip(f"the PLC directory did not start: {(proc.stderr or proc.stdout)[-500:]}")
-    return PLC_URL
+def plc_url(lab_plc_url) -> str:
+    return lab_plc_url
 
 
 class Env:

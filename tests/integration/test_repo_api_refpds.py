@@ -2,8 +2,8 @@
 (@atproto/pds from ../shared/lab) get the same status, error name and (where clients match
 on it) the same message; successful responses have the same keys.
 
-Runs only when TINYPDS_REF_PDS_URL points at a running reference PDS, e.g.
-`../shared/lab/ref-pds/start.sh 2611` then `TINYPDS_REF_PDS_URL=http://localhost:2611`.
+The reference PDS comes from the lab (tests/lab.py starts it, or $TINYPDS_REF_PDS_URL names
+a running one); skipped with the reason when the lab cannot start.
 Deliberate differences (not compared): a singleton written without rkey gets "self" here
 (the reference picks a TID and then refuses it); creating an existing record or updating a
 missing one is a 400 here (a 500 there); getRecord of a foreign repo is RepoNotFound here
@@ -12,15 +12,12 @@ missing one is a 400 here (a 500 there); getRecord of a foreign repo is RepoNotF
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 
 import httpx
 import pytest
 
-REF = os.environ.get("TINYPDS_REF_PDS_URL")
-pytestmark = pytest.mark.skipif(not REF, reason="set TINYPDS_REF_PDS_URL to a running reference PDS (../shared/lab)")
 
 NOW = "2026-01-01T00:00:00.000Z"
 NS = "/xrpc/com.atproto.repo."
@@ -43,7 +40,8 @@ class Side:
 
 
 @pytest.fixture(scope="module")
-def sides(pds):
+def sides(pds, ref_pds_url):
+    REF = ref_pds_url
     with httpx.Client(timeout=30) as client:
         handle = f"diff{secrets.token_hex(4)}.test"
         resp = client.post(f"{REF}/xrpc/com.atproto.server.createAccount",

@@ -1,8 +1,8 @@
 """Interop with the reference PDS (@atproto/pds, /work/shared/lab): its getRepo CAR imports,
 verifies and re-exports identically here, and it accepts our export back (importRepo).
 
-Runs only when TINYPDS_REF_PDS_URL points at a running reference PDS (e.g. started with
-`../shared/lab/ref-pds/start.sh 2597`); TINYPDS_REF_PLC_URL defaults to http://localhost:2582.
+The reference PDS comes from the lab (tests/lab.py starts it, or $TINYPDS_REF_PDS_URL names
+a running one); the test is skipped with the reason when the lab cannot start.
 """
 
 from __future__ import annotations
@@ -21,9 +21,14 @@ from tinypds.store import records as records_db
 from .repo_helpers import open_env
 
 httpx = pytest.importorskip("httpx")
-REF = os.environ.get("TINYPDS_REF_PDS_URL")
 PLC = os.environ.get("TINYPDS_REF_PLC_URL", "http://localhost:2582")
-pytestmark = pytest.mark.skipif(not REF, reason="set TINYPDS_REF_PDS_URL to a running reference PDS (../shared/lab)")
+REF = ""  # set per test from the ref_pds_url fixture (tests/lab.py)
+
+
+@pytest.fixture(autouse=True)
+def _ref(ref_pds_url):
+    global REF
+    REF = ref_pds_url
 
 
 def _xrpc(client, method, nsid, token=None, **kw):
