@@ -1,22 +1,24 @@
-"""Generic Lexicon validator: check lexicon documents and validate data-model values against them.
+"""Generic Lexicon validator: `LexiconCatalog` validates data-model values against loaded schemas.
 
-Pure (no I/O): callers load JSON docs and hand them to `LexiconCatalog.add` / `catalog_from_docs`.
-Imports only core.syntax and core.cid. Values are in data-model form (CID objects for links,
-bytes for $bytes, blob refs as dicts whose `ref` is a CID), never raw JSON.
-Tricky bits: string maxLength/minLength count UTF-8 bytes, max/minGraphemes count extended
-grapheme clusters (a pure approximation of UAX #29, see `count_graphemes`); knownValues is not
-enforced, enum is; open unions accept any object that has a `$type`; refs resolve relative to
-the document that contains them ("#name" -> "<doc id>#name", bare NSID -> "<nsid>#main").
+Pure (no I/O); imports only core.syntax, core.cid, core.graphemes and core.lexicon_doc (document
+shape checks live there; validate_lexicon_doc, LexiconDocError and count_graphemes are re-exported).
+Tricky bits: values are data-model form (CID objects, bytes); maxLength counts UTF-8 bytes,
+maxGraphemes grapheme clusters; enum is enforced, knownValues not; refs resolve per document.
 """
 
 from __future__ import annotations
 
-import bisect
-import unicodedata
 from typing import Any, Iterable, Mapping
 
 from . import syntax as sx
 from .cid import CID
+from .graphemes import count_graphemes
+from .lexicon_doc import STRING_FORMATS, LexiconDocError, validate_lexicon_doc
+
+__all__ = [
+    "LexiconCatalog", "LexiconDocError", "LexiconNotFound", "LexiconValidationError",
+    "catalog_from_docs", "count_graphemes", "validate_lexicon_doc",
+]
 
 
 class LexiconValidationError(ValueError):
@@ -32,128 +34,10 @@ class LexiconNotFound(LookupError):
     """No schema is loaded for this NSID / ref (callers treat the record type as unknown)."""
 
 
-class LexiconDocError(ValueError):
-    """A lexicon document is malformed."""
-
-
-# ---------------------------------------------------------------------------
-# graphemes (approximate UAX #29 extended grapheme clusters, no third-party deps)
-# ---------------------------------------------------------------------------
-
-_OTHER, _CR, _LF, _CONTROL, _EXTEND, _ZWJ, _RI, _L, _V, _T, _LV, _LVT, _PICT = range(13)
-# Extended_Pictographic, approximated by ranges (start, end inclusive), sorted by start
-_PICT_RANGES = (
-    (0x00A9, 0x00A9), (0x00AE, 0x00AE), (0x203C, 0x203C), (0x2049, 0x2049), (0x2122, 0x2122),
-    (0x2139, 0x2139), (0x2194, 0x21AA), (0x231A, 0x23FF), (0x24C2, 0x24C2), (0x25AA, 0x25FE),
-    (0x2600, 0x27BF), (0x2934, 0x2935), (0x2B05, 0x2B55), (0x3030, 0x3030), (0x303D, 0x303D),
-    (0x3297, 0x3299), (0x1F000, 0x1FAFF), (0x1FC00, 0x1FFFD),
-)
-_PICT_STARTS = [r[0] for r in _PICT_RANGES]
-
-
-def _gclass(ch: str) -> int:
-    cp = ord(ch)
-    if cp == 0x0D:
-        return _CR
-    if cp == 0x0A:
-        return _LF
-    if cp == 0x200D:
-        return _ZWJ
-    if 0x1F1E6 <= cp <= 0x1F1FF:
-        return _RI
-    if 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F or cp == 0x200C:
-        return _EXTEND  # emoji modifiers, tag characters, ZWNJ
-    if 0x1100 <= cp <= 0xD7FB:  # Hangul jamo and syllables
-        if 0xAC00 <= cp <= 0xD7A3:
-            return _LV if (cp - 0xAC00) % 28 == 0 else _LVT
-        if cp <= 0x115F or 0xA960 <= cp <= 0xA97C:
-            return _L
-        if 0x1160 <= cp <= 0x11A7 or 0xD7B0 <= cp <= 0xD7C6:
-            return _V
-        if 0x11A8 <= cp <= 0x11FF or 0xD7CB <= cp <= 0xD7FB:
-            return _T
-    cat = unicodedata.category(ch)
-    if cat[0] == "M":
-        return _EXTEND  # Mn, Me and spacing marks (GB9a)
-    if cat in ("Cc", "Zl", "Zp", "Cf"):
-        return _CONTROL
-    i = bisect.bisect_right(_PICT_STARTS, cp) - 1
-    if i >= 0 and cp <= _PICT_RANGES[i][1]:
-        return _PICT
-    return _OTHER
-
-
-_GCLASS_CACHE: dict[str, int] = {}  # char -> class; a pure memo, cleared when it grows
-
-
-def count_graphemes(s: str) -> int:
-    """Number of user-perceived characters (extended grapheme clusters), approximately."""
-    if s.isascii():
-        return len(s) - s.count("\r\n")
-    n = 0
-    prev = -1
-    ri_run = 0  # regional indicators seen in a row
-    pict_seq = False  # inside ExtPict Extend* (GB11)
-    pict_zwj = False  # ... followed by ZWJ
-    cache = _GCLASS_CACHE
-    if len(cache) > 4096:
-        cache.clear()
-    for ch in s:
-        c = cache.get(ch)
-        if c is None:
-            c = cache[ch] = _gclass(ch)
-        if c == _OTHER:  # the common case: always starts a new cluster
-            n += 1
-            ri_run = 0
-            pict_seq = pict_zwj = False
-            prev = c
-            continue
-        if prev == -1:
-            join = False
-        elif prev == _CR and c == _LF:
-            join = True
-        elif prev in (_CR, _LF, _CONTROL) or c in (_CR, _LF, _CONTROL):
-            join = False
-        elif prev == _L and c in (_L, _V, _LV, _LVT):
-            join = True
-        elif prev in (_LV, _V) and c in (_V, _T):
-            join = True
-        elif prev in (_LVT, _T) and c == _T:
-            join = True
-        elif c in (_EXTEND, _ZWJ):
-            join = True
-        elif c == _PICT and pict_zwj:
-            join = True
-        elif c == _RI and prev == _RI and ri_run % 2 == 1:
-            join = True
-        else:
-            join = False
-        if not join:
-            n += 1
-        ri_run = ri_run + 1 if c == _RI else 0
-        pict_zwj = pict_seq and c == _ZWJ
-        pict_seq = c == _PICT or (pict_seq and c == _EXTEND)
-        prev = c
-    return n
-
-
 # ---------------------------------------------------------------------------
 # value validation
 # ---------------------------------------------------------------------------
 
-_FORMATS = {
-    "did": sx.is_valid_did,
-    "handle": sx.is_valid_handle,
-    "at-identifier": sx.is_valid_at_identifier,
-    "nsid": sx.is_valid_nsid,
-    "at-uri": sx.is_valid_aturi,
-    "cid": sx.is_valid_cid_string,
-    "datetime": sx.is_valid_datetime,
-    "language": sx.is_valid_language,
-    "tid": sx.is_valid_tid,
-    "record-key": sx.is_valid_rkey,
-    "uri": sx.is_valid_uri,
-}
 
 
 def _full_ref(ref: str, ctx: str) -> str:
@@ -415,7 +299,7 @@ def _validate_string(schema: dict, value: Any, path: str) -> None:
             raise LexiconValidationError(path, f"must not be shorter than {min_g} graphemes")
     fmt = schema.get("format")
     if fmt is not None:
-        check = _FORMATS.get(fmt)
+        check = STRING_FORMATS.get(fmt)
         if check is not None and not check(value):
             raise LexiconValidationError(path, f"must be a valid {fmt}")
 
@@ -460,122 +344,3 @@ def catalog_from_docs(docs: Iterable[Mapping[str, Any]]) -> LexiconCatalog:
     for doc in docs:
         cat.add(doc)
     return cat
-
-
-
-# ---------------------------------------------------------------------------
-# lexicon document shape
-# ---------------------------------------------------------------------------
-
-_PRIMARY = {"record", "query", "procedure", "subscription", "permission-set"}
-_NAMED = _PRIMARY | {"object", "array", "token", "string", "integer", "boolean", "bytes", "cid-link", "blob"}
-_FIELD = {"boolean", "integer", "string", "bytes", "cid-link", "blob", "array", "object", "ref", "union", "unknown", "null"}
-_PARAM = {"boolean", "integer", "string", "unknown", "array"}
-
-
-def _is_count(v: Any) -> bool:
-    return type(v) is int and v >= 0
-
-
-def _is_strs(v: Any) -> bool:
-    return type(v) is list and all(type(x) is str for x in v)
-
-
-_LEN = {"minLength": _is_count, "maxLength": _is_count}
-_CONSTRAINTS: dict[str, dict[str, Any]] = {
-    "string": {
-        **_LEN, "maxGraphemes": _is_count, "minGraphemes": _is_count, "format": lambda v: v in _FORMATS,
-        "knownValues": _is_strs, "enum": _is_strs, "const": lambda v: type(v) is str, "default": lambda v: type(v) is str,
-    },
-    "integer": {
-        "minimum": lambda v: type(v) is int, "maximum": lambda v: type(v) is int,
-        "enum": lambda v: type(v) is list and all(type(x) is int for x in v),
-        "const": lambda v: type(v) is int, "default": lambda v: type(v) is int,
-    },
-    "boolean": {"const": lambda v: type(v) is bool, "default": lambda v: type(v) is bool},
-    "bytes": _LEN,
-    "array": _LEN,
-    "blob": {"accept": _is_strs, "maxSize": _is_count},
-    "ref": {"ref": lambda v: type(v) is str and len(v) > 0},
-    "union": {"refs": _is_strs, "closed": lambda v: type(v) is bool},
-    "object": {"required": _is_strs, "nullable": _is_strs},
-    "params": {"required": _is_strs},
-    "record": {"key": lambda v: type(v) is str and (v in ("tid", "nsid", "any", "record-key") or v.startswith("literal:"))},
-}
-
-
-def _doc_fail(where: str, msg: str) -> LexiconDocError:
-    return LexiconDocError(f"{where}: {msg}")
-
-
-def _check_def(d: Any, where: str, allowed: set[str]) -> None:
-    if type(d) is not dict:
-        raise _doc_fail(where, "definition must be an object")
-    t = d.get("type")
-    if t not in allowed:
-        raise _doc_fail(where, f"type {t!r} is not allowed here")
-    if "description" in d and type(d["description"]) is not str:
-        raise _doc_fail(where, "description must be a string")
-    for key, ok in _CONSTRAINTS.get(t, {}).items():
-        if key in d and not ok(d[key]):
-            raise _doc_fail(where, f"invalid {key!r}")
-    if t in ("object", "params"):
-        props = d.get("properties")
-        if type(props) is not dict:
-            raise _doc_fail(where, "properties must be an object")
-        for name, prop in props.items():
-            _check_def(prop, f"{where}/{name}", _PARAM if t == "params" else _FIELD)
-        missing = set(d.get("required", ())) - set(props)
-        if missing:
-            raise _doc_fail(where, f"required properties are not defined: {sorted(missing)}")
-    elif t == "array":
-        if "items" not in d:
-            raise _doc_fail(where, "array needs items")
-        _check_def(d["items"], f"{where}/items", _PARAM - {"array"} if allowed is _PARAM else _FIELD)
-    elif t == "ref" and "ref" not in d:
-        raise _doc_fail(where, "ref needs a ref")
-    elif t == "union" and "refs" not in d:
-        raise _doc_fail(where, "union needs refs")
-    elif t == "record":
-        _check_def(d.get("record"), f"{where}/record", {"object"})
-    elif t in ("query", "procedure", "subscription"):
-        if "parameters" in d:
-            _check_def(d["parameters"], f"{where}/parameters", {"params"})
-        for part in ("input", "output") if t != "subscription" else ("message",):
-            body = d.get(part)
-            if body is None:
-                continue
-            if type(body) is not dict or (part != "message" and type(body.get("encoding")) is not str):
-                raise _doc_fail(f"{where}/{part}", "body needs an encoding")
-            if "schema" in body:
-                kinds = {"union"} if part == "message" else {"object", "ref", "union"}
-                _check_def(body["schema"], f"{where}/{part}/schema", kinds)
-        errors = d.get("errors", [])
-        if type(errors) is not list or not all(type(e) is dict and type(e.get("name")) is str for e in errors):
-            raise _doc_fail(where, "errors must be a list of {name}")
-    elif t == "permission-set":
-        perms = d.get("permissions")
-        if type(perms) is not list or not all(
-            type(p) is dict and p.get("type") == "permission" and type(p.get("resource")) is str for p in perms
-        ):
-            raise _doc_fail(where, "permissions must be a list of permission objects")
-
-
-def validate_lexicon_doc(doc: Any) -> None:
-    """Check the shape of a lexicon document (as parsed from JSON). Raises LexiconDocError."""
-    if type(doc) is not dict:
-        raise LexiconDocError("lexicon document must be an object")
-    if doc.get("lexicon") != 1 or type(doc.get("lexicon")) is not int:
-        raise LexiconDocError("lexicon version must be the integer 1")
-    nsid = doc.get("id")
-    if not sx.is_valid_nsid(nsid):
-        raise LexiconDocError(f"id must be an NSID, got {nsid!r}")
-    defs = doc.get("defs")
-    if type(defs) is not dict or not defs:
-        raise LexiconDocError(f"{nsid}: defs must be a non-empty object")
-    if "description" in doc and type(doc["description"]) is not str:
-        raise LexiconDocError(f"{nsid}: description must be a string")
-    for name, d in defs.items():
-        if not (type(name) is str and name[:1].isascii() and name[:1].isalpha() and name.replace("_", "").isalnum() and name.isascii()):
-            raise LexiconDocError(f"{nsid}: invalid definition name {name!r}")
-        _check_def(d, f"{nsid}#{name}", _NAMED if name == "main" else _NAMED - _PRIMARY)
