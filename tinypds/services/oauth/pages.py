@@ -76,8 +76,10 @@ def authorize_page(*, client_name: str, client_id: str, logo_uri: str | None, sc
         f'<input type="hidden" name="request_uri" value="{escape(request_uri)}">'
         f'<input type="hidden" name="client_id" value="{escape(client_id)}">'
         f"{credentials}"
-        '<div class="buttons"><button class="secondary" type="submit" name="action" value="deny">Deny</button>'
-        '<button class="primary" type="submit" name="action" value="allow">Allow</button></div></form>'
+        # Allow comes first in the DOM (Enter in the password field submits the first button),
+        # and is shown on the right
+        '<div class="buttons" style="flex-direction:row-reverse"><button class="primary" type="submit" name="action" value="allow">Allow</button>'
+        '<button class="secondary" type="submit" name="action" value="deny">Deny</button></div></form>'
     )
     return _page(f"Sign in to {client_name}", body)
 
