@@ -1,12 +1,12 @@
-"""did:plc operations: build, sign, verify chains and audit logs, DID and DID document.
+"""did:plc operations: build, sign, verify linear chains, DID and DID document.
 
 Pure: operations in, state out (no HTTP; the directory client lives in services).
-Imports core.crypto, core.dagcbor and core.cid only.
+Imports core.crypto, core.dagcbor and core.cid (plus core.plc_audit, deferred, for the
+re-exported `verify_audit_log`; forks and nullification live there).
 Tricky bits: `prev` is the *string* CID of the previous signed op (not a DAG-CBOR link);
 the signature covers the DAG-CBOR of the op without `sig` and is strict base64url
 (no padding, canonical trailing bits, 64-byte low-S r||s); a legacy "create" genesis
-has rotation keys [recoveryKey, signingKey]; in an audit log a higher-priority rotation
-key may fork history within 72 hours, nullifying the ops it replaces.
+has rotation keys [recoveryKey, signingKey].
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import dagcbor
@@ -23,7 +22,6 @@ from .cid import CID, cid_for_dagcbor
 from .crypto import PrivateKey, parse_did_key
 
 PLC_PREFIX = "did:plc:"
-RECOVERY_WINDOW = timedelta(hours=72)
 ATPROTO_PDS_TYPE = "AtprotoPersonalDataServer"
 
 _OP_KEYS = {"type", "rotationKeys", "verificationMethods", "alsoKnownAs", "services", "prev"}
@@ -292,75 +290,11 @@ def verify_operation_chain(did: str, ops: list[dict]) -> PlcState:
     return state
 
 
-def _parse_time(s: Any) -> datetime:
-    try:
-        t = datetime.fromisoformat(s)
-    except (TypeError, ValueError) as exc:
-        raise PlcError(f"bad createdAt {s!r}") from exc
-    if t.tzinfo is None:
-        raise PlcError(f"createdAt without timezone {s!r}")
-    return t
-
-
-@dataclass
-class _Entry:
-    op: dict
-    cid: str
-    created: datetime
-    state: PlcState = field(repr=False)
-
-
 def verify_audit_log(did: str, entries: list[dict]) -> PlcState:
-    """Verify a directory audit log (`/{did}/log/audit`): entries {did, operation, cid,
-    nullified, createdAt} in order, including forks by higher-priority rotation keys.
+    """Verify a directory audit log, forks included (see core.plc_audit, which owns the rules)."""
+    from .plc_audit import verify_audit_log as verify  # deferred: plc_audit builds on this module
 
-    Checks every cid and that the `nullified` flags are exactly the ones the rules imply.
-    """
-    if not _DID_PLC_RE.fullmatch(did):
-        raise PlcError(f"not a did:plc: {did!r}")
-    if not entries:
-        raise PlcError("empty audit log")
-    canonical: list[_Entry] = []
-    nullified: set[str] = set()
-    for e in entries:
-        op = e.get("operation")
-        if e.get("did", did) != did:
-            raise PlcError("audit log entry for another DID")
-        try:
-            cid = str(operation_cid(op)) if isinstance(op, dict) else ""
-        except ValueError as exc:
-            raise PlcError("audit log operation is not valid DAG-CBOR data") from exc
-        if e.get("cid") != cid:
-            raise PlcError("audit log entry cid does not match its operation")
-        created = _parse_time(e.get("createdAt"))
-        if not canonical:
-            canonical.append(_Entry(op, cid, created, verify_genesis(did, op)))
-            continue
-        kind = _check_shape(op)
-        if kind == "create":
-            raise PlcError("a legacy create operation can only be a genesis")
-        idx = next((i for i, c in enumerate(canonical) if c.cid == op["prev"]), None)
-        if idx is None:
-            raise PlcError("operation prev is not in the canonical history")
-        base, forked = canonical[idx], canonical[idx + 1 :]
-        if base.state.tombstoned:
-            raise PlcError("no operation may follow a tombstone")
-        keys = base.state.rotation_keys
-        if not forked:
-            verify_operation_signature(op, keys)
-        else:
-            disputed = verify_operation_signature(forked[0].op, keys)
-            verify_operation_signature(op, keys[: keys.index(disputed)])
-            if created <= canonical[-1].created:
-                raise PlcError("operations must be in time order")
-            if created - forked[0].created > RECOVERY_WINDOW:
-                raise PlcError("recovery came after the 72 hour window")
-            nullified.update(f.cid for f in forked)
-        canonical = canonical[: idx + 1] + [_Entry(op, cid, created, _state_after(did, op))]
-    for e in entries:
-        if bool(e.get("nullified")) != (e["cid"] in nullified):
-            raise PlcError(f"nullified flag of {e['cid']} does not match the log")
-    return canonical[-1].state
+    return verify(did, entries)
 
 
 # ---- DID document ------------------------------------------------------------------
