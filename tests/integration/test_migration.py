@@ -212,6 +212,7 @@ def test_old_pds_dies_mid_blob_copy_then_resume(lab, tmp_path, servers):
         second = migrate_in(new, f"http://127.0.0.1:{proxy.port}", handle, token_cmd=local_token_cmd(old))
         assert second.returncode == 0, second.stdout + second.stderr
         assert len([r for r in proxy.requests if b"getBlob" in r]) == 3  # the 2 copied blobs were not re-sent
+        assert any(b"sync.getRepo?" in r and b"since=" in r for r in proxy.requests)  # only the change was re-sent
     finally:
         proxy.close()
     before["records"].update({k: v for k, v in acct_records_after(acct).items()})
@@ -364,6 +365,14 @@ def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
     r = http.post(XRPC + "com.atproto.repo.importRepo", headers={**auth, "Content-Type": "application/vnd.ipld.car"},
                   content=car)
     assert r.status_code == 200, r.text
+    rev = acct.http.get(XRPC + "com.atproto.sync.getLatestCommit", params={"did": did}).json()["rev"]
+    acct.create("app.bsky.feed.post", {"text": "after the copy", "createdAt": "2026-01-03T00:00:00.000Z"})
+    diff = acct.http.get(XRPC + "com.atproto.sync.getRepo", params={"did": did, "since": rev}).content
+    assert len(diff) < len(car)
+    r = http.post(XRPC + "com.atproto.repo.importRepo", headers={**auth, "Content-Type": "application/vnd.ipld.car"},
+                  content=diff)  # a `since` diff on top of what is there
+    assert r.status_code == 200, r.text
+    assert http.get(XRPC + "com.atproto.server.checkAccountStatus", headers=auth).json()["indexedRecords"] == 11
     missing = http.get(XRPC + "com.atproto.repo.listMissingBlobs", headers=auth).json()["blobs"]
     assert len(missing) == 5 and all(m["recordUri"].startswith(f"at://{did}/") for m in missing)
     assert r.status_code == 200 and events(new.data_dir) == []  # nothing on the firehose while deactivated

@@ -191,7 +191,12 @@ class MigrationService:
                     try:
                         result = await asyncio.to_thread(import_car, self.db, fh, keys=self.keys)
                     except RepoIOError as exc:
-                        raise errors.InvalidRequest(f"Invalid repo CAR: {exc}") from None
+                        # not a whole repo: maybe a `since` diff on top of the stored one
+                        fh.seek(0)
+                        try:
+                            result = await asyncio.to_thread(import_car, self.db, fh, keys=self.keys, diff=True)
+                        except RepoIOError:
+                            raise errors.InvalidRequest(f"Invalid repo CAR: {exc}") from None
         finally:
             os.unlink(path)
         self._on_account_change()  # fresh repo service (its block cache predates the import)

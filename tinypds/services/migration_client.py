@@ -196,10 +196,26 @@ class Migration:
         self._mark(account_created=True)
 
     async def _copy_repo(self) -> tuple[int, int]:
+        """Copy the repo: the whole CAR, or on a re-run only what changed since the last copy
+        (getRepo?since=), falling back to the whole CAR if the new PDS refuses the diff."""
         latest = await self.old.get("com.atproto.sync.getLatestCommit", did=self.did)
         status = await self.new.get("com.atproto.server.checkAccountStatus")
         if self.state.imported_rev == latest["rev"] and status.get("indexedRecords"):
             return int(status["indexedRecords"]), 0
+        size = 0
+        if self.state.imported_rev and status.get("indexedRecords"):
+            try:
+                size = await self._transfer_repo(since=self.state.imported_rev)
+            except RemoteError:
+                size = 0
+        if not size:
+            size = await self._transfer_repo()
+        self._mark(imported_rev=latest["rev"])
+        status = await self.new.get("com.atproto.server.checkAccountStatus")
+        return int(status.get("indexedRecords") or 0), size
+
+    async def _transfer_repo(self, since: str | None = None) -> int:
+        """getRepo (to a temp file) -> importRepo; returns the CAR's size."""
         fd, path = tempfile.mkstemp(prefix="migrate-", suffix=".car", dir=self.workdir)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -209,15 +225,15 @@ class Migration:
                     done[0] += n
                     self.progress("repo download (bytes)", done[0], None)
 
-                size, _ = await self.old.download("com.atproto.sync.getRepo", {"did": self.did}, fh, tick)
+                params = {"did": self.did, **({"since": since} if since else {})}
+                size, _ = await self.old.download("com.atproto.sync.getRepo", params, fh, tick)
             data_root = _car_data_root(path)
             await self._upload_file("com.atproto.repo.importRepo", path, size, "application/vnd.ipld.car",
                                     "repo upload (bytes)")
         finally:
             os.unlink(path)
-        self._mark(imported_rev=latest["rev"], imported_data=str(data_root))
-        status = await self.new.get("com.atproto.server.checkAccountStatus")
-        return int(status.get("indexedRecords") or 0), size
+        self._mark(imported_data=str(data_root))
+        return size
 
     async def _upload_file(self, nsid: str, path: str, size: int, ctype: str, phase: str) -> Any:
         async def body() -> AsyncIterator[bytes]:

@@ -128,8 +128,11 @@ def _walk_index(conn: Any, data_root: CID, rev: str, progress: Progress) -> tupl
 # ---- import ------------------------------------------------------------------------------
 
 
-def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress) -> tuple[CID, bytes, int, int]:
-    """Stream CAR blocks into the (emptied) blocks table. Returns (root, commit bytes, blocks, bytes)."""
+def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, unique: bool = True) -> tuple[CID, bytes, int, int]:
+    """Stream CAR blocks into the (emptied) blocks table. Returns (root, commit bytes, blocks, bytes).
+
+    unique=False (a diff on top of the stored blocks): blocks already stored are skipped."""
+    put = blocks_db.put_blocks_unique if unique else blocks_db.put_blocks
     try:
         roots, blocks = car_core.read_car_stream(fh)
     except car_core.CarError as exc:
@@ -150,10 +153,10 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress) -> tuple[CID,
             count += 1
             size += len(data)
             if len(batch) >= BLOCK_BATCH:
-                blocks_db.put_blocks_unique(conn, batch, rev)
+                put(conn, batch, rev)
                 progress("blocks", len(batch))
                 batch.clear()
-        blocks_db.put_blocks_unique(conn, batch, rev)
+        put(conn, batch, rev)
         progress("blocks", len(batch))
     except car_core.CarError as exc:
         raise RepoIOError(f"corrupt CAR after {count} blocks: {exc}") from None
@@ -175,21 +178,25 @@ def _peek_rev(commit_bytes: bytes) -> str:
 
 def import_car(db: Database, fh: BinaryIO, *, did_key: str | None = None, keys: Any = None,
                clock: TidClock | None = None, progress: Progress | None = None,
-               now: float | None = None) -> ImportResult:
-    """Import a repo CAR (see module docstring). Raises RepoIOError; the database is then untouched."""
+               now: float | None = None, diff: bool = False) -> ImportResult:
+    """Import a repo CAR (see module docstring). Raises RepoIOError; the database is then untouched.
+
+    diff=True: the CAR may hold only the blocks changed since an earlier import (getRepo?since=);
+    the stored blocks stay and the new commit's tree is verified over both."""
     progress = progress or no_progress
     clock = clock or default_clock()
-    return db.write(lambda conn: _import(conn, fh, did_key, keys, clock, progress, now))
+    return db.write(lambda conn: _import(conn, fh, did_key, keys, clock, progress, now, diff))
 
 
 def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidClock,
-            progress: Progress, now: float | None) -> ImportResult:
+            progress: Progress, now: float | None, diff: bool = False) -> ImportResult:
     account = accounts_db.get_account(conn)
     before = repo_db.get_root(conn, account.did) if account else None
     records_db.delete_all_records(conn)
-    blocks_db.delete_all_blocks(conn)
+    if not diff:
+        blocks_db.delete_all_blocks(conn)
 
-    root, commit_bytes, nblocks, nbytes = _stream_blocks_in(conn, fh, progress)
+    root, commit_bytes, nblocks, nbytes = _stream_blocks_in(conn, fh, progress, unique=not diff)
     fallback = []
     signer = None
     if account is not None and account.status != "offline-copy" and keys is not None:
