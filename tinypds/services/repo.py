@@ -1,12 +1,18 @@
-"""RepoService: the account's repository — apply writes (one lock, one transaction), read records.
+"""RepoService: the account's repository — apply writes (group commit), read records.
 
 Async, no HTTP types, no SQL (store.* does that). A batch of writes is checked (swapCommit,
 swapRecord, create-exists / update-missing), turned into a new MST + signed commit by
-core.commit.build_commit and persisted with its #commit event by store.repo.apply_commit —
-all in ONE write transaction on the database's writer thread, so the event loop stays free
-and a failed batch leaves nothing behind. Listeners hear of a commit only after it is durable.
-Tricky bits: revs come from one TidClock via next_after(current rev) (strictly increasing,
-also after an import); record CIDs are content hashes, so two records may share a block.
+core.commit.build_commit and persisted with its #commit event by store.repo.apply_commit
+on the database's writer thread, so the event loop stays free. Listeners hear of a commit
+only after it is durable, in seq order.
+Tricky bits (group commit): calls queue up while the writer is busy; the next flush builds
+each queued call's commit in turn, on top of the one before (own signed commit, own rev via
+TidClock.next_after(current rev), own #commit seq, own swap checks against the state the
+previous one left) and persists the whole group in ONE transaction (one fsync). A call that
+fails while being built (validation, swap, missing repo) fails alone; building reads only,
+so nothing of it is written. A failure while persisting or committing rolls the whole group
+back and every caller of the group gets it: nobody is acknowledged before COMMIT returns.
+Record CIDs are content hashes, so two records may share a block.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -35,6 +42,8 @@ from ..store.db import Database
 log = logging.getLogger("tinypds.repo")
 
 MAX_WRITES = 200  # per applyWrites batch, as the reference PDS
+MAX_GROUP_CALLS = 64  # group commit: at most this many calls per transaction ...
+MAX_GROUP_WRITES = 1000  # ... and about this many writes (a larger single call still goes alone)
 
 
 class _MustNotExist:
@@ -79,6 +88,17 @@ class RecordView:
     value: Any  # decoded data-model value
 
 
+@dataclass
+class _Call:
+    """One queued apply_writes/put_record call waiting for a group commit."""
+
+    prepared: list
+    swap_commit: CID | None
+    upsert: bool
+    future: asyncio.Future
+    result: Any = None  # set on the writer thread: a CommitResult or the exception for this call
+
+
 def iso_now(now: float | None = None) -> str:
     t = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
@@ -98,7 +118,8 @@ class RepoService:
         self._signer = signer
         self.clock = clock or default_clock()
         self._now = now
-        self._lock = asyncio.Lock()
+        self._queue: deque[_Call] = deque()  # calls waiting for the next group commit
+        self._flusher: asyncio.Task | None = None  # the task draining _queue (one at a time)
         self._listeners: list[Callable[[int | None, Any], None]] = []
         self._source: SqliteBlocks | None = None  # writer-thread block cache (content-addressed: never stale)
 
@@ -125,11 +146,7 @@ class RepoService:
             raise errors.InvalidRequest("no writes given")
         if len(writes) > MAX_WRITES:
             raise errors.InvalidRequest(f"too many writes: {len(writes)} (at most {MAX_WRITES} per batch)")
-        prepared = [self._prepare(w) for w in writes]
-        async with self._lock:
-            result = await self.db.awrite(lambda conn: self._commit(conn, prepared, swap_commit, upsert=False))
-        self._notify(result.seq, result.commit)
-        return result
+        return await self._submit([self._prepare(w) for w in writes], swap_commit, upsert=False)
 
     async def create_record(self, collection: str, record: dict, rkey: str | None = None,
                             swap_commit: CID | None = None) -> CommitResult:
@@ -137,16 +154,77 @@ class RepoService:
 
     async def put_record(self, collection: str, rkey: str, record: dict, swap_record: Any = None,
                          swap_commit: CID | None = None) -> CommitResult:
-        """Create or update (decided under the write lock, like putRecord)."""
+        """Create or update (decided when the commit is built, like putRecord)."""
         w = self._prepare(Write("update", collection, rkey, record, swap_record))
-        async with self._lock:
-            result = await self.db.awrite(lambda conn: self._commit(conn, [w], swap_commit, upsert=True))
-        self._notify(result.seq, result.commit)
-        return result
+        return await self._submit([w], swap_commit, upsert=True)
 
     async def delete_record(self, collection: str, rkey: str, swap_record: CID | None = None,
                             swap_commit: CID | None = None) -> CommitResult:
         return await self.apply_writes([Write("delete", collection, rkey, None, swap_record)], swap_commit)
+
+    async def aclose(self) -> None:
+        """Wait until every queued call has been committed (or failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
+
+    # ---- group commit ----------------------------------------------------------------
+    async def _submit(self, prepared: list, swap_commit: CID | None, upsert: bool) -> CommitResult:
+        """Queue one call; the flusher task commits it with whatever else is queued."""
+        loop = asyncio.get_running_loop()
+        call = _Call(prepared, swap_commit, upsert, loop.create_future())
+        self._queue.append(call)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="tinypds-repo-group-commit")
+        return await call.future
+
+    def _take_group(self) -> list[_Call]:
+        group: list[_Call] = []
+        writes = 0
+        while self._queue and len(group) < MAX_GROUP_CALLS:
+            call = self._queue[0]
+            if group and writes + len(call.prepared) > MAX_GROUP_WRITES:
+                break
+            self._queue.popleft()
+            if call.future.done():  # the caller went away before its commit was built: skip it
+                continue
+            group.append(call)
+            writes += len(call.prepared)
+        return group
+
+    async def _flush(self) -> None:
+        """Drain the queue, one transaction per group; runs until the queue is empty."""
+        while self._queue:
+            group = self._take_group()
+            if not group:
+                continue
+            try:
+                await self.db.awrite(lambda conn: self._commit_group(conn, group))
+            except BaseException as exc:  # the transaction did not commit: nobody is acknowledged
+                for call in group:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for call in group:  # in seq order: listeners first, then the caller
+                if isinstance(call.result, CommitResult):
+                    self._notify(call.result.seq, call.result.commit)
+                    if not call.future.done():
+                        call.future.set_result(call.result)
+                elif not call.future.done():
+                    call.future.set_exception(call.result)
+
+    def _commit_group(self, conn: Any, group: list[_Call]) -> None:
+        """Writer thread, inside one write transaction: build and persist each call in turn."""
+        for call in group:
+            try:
+                commit, results = self._build(conn, call.prepared, call.swap_commit, call.upsert)
+            except Exception as exc:  # this call only: building wrote nothing
+                call.result = exc
+                continue
+            body = events_core.encode_body(events_core.commit_body(commit, iso_now(self._now())))
+            seq = repo_db.apply_commit(conn, commit, body, iso_now(self._now()))  # SQL errors: the group fails
+            call.result = CommitResult(commit.cid, commit.rev, seq, results, commit)
 
     def _prepare(self, w: Write) -> tuple[Write, bytes | None, CID | None]:
         """Validate shape and encode the record (on the caller's side: cheap, no I/O)."""
@@ -179,8 +257,8 @@ class RepoService:
     def _uri(self, collection: str, rkey: str) -> str:
         return f"at://{self.did}/{collection}/{rkey}"
 
-    def _commit(self, conn: Any, prepared: list, swap_commit: CID | None, upsert: bool) -> CommitResult:
-        """Runs on the writer thread inside the write transaction."""
+    def _build(self, conn: Any, prepared: list, swap_commit: CID | None, upsert: bool) -> tuple[Any, list[WriteResult]]:
+        """The call's CommitData on top of the current root (writer thread; reads only)."""
         root = repo_db.get_root(conn, self.did)
         if root is None:
             raise errors.RepoNotFound(f"no repository for {self.did}")
@@ -221,9 +299,7 @@ class RepoService:
             )
         except commit_core.CommitError as exc:  # our checks above should have caught these
             raise errors.InvalidRequest(str(exc)) from exc
-        body = events_core.encode_body(events_core.commit_body(commit, iso_now(self._now())))
-        seq = repo_db.apply_commit(conn, commit, body, iso_now(self._now()))
-        return CommitResult(commit.cid, commit.rev, seq, results, commit)
+        return commit, results
 
     # ---- reads (short, index-bounded: inline) ----------------------------------------
     def get_root(self) -> repo_db.RepoRoot | None:
