@@ -14,15 +14,22 @@ from tests.services.oauth_helpers import DpopKey, pkce
 
 REDIRECT = "http://127.0.0.1:9/callback"
 SCOPE = "atproto repo:com.example.note"
-CLIENT_ID = f"http://localhost?redirect_uri={quote(REDIRECT, safe='')}&scope={quote(SCOPE, safe='')}"
+
+
+def loopback_client_id(scope: str) -> str:
+    return f"http://localhost?redirect_uri={quote(REDIRECT, safe='')}&scope={quote(scope, safe='')}"
+
+
+CLIENT_ID = loopback_client_id(SCOPE)
 NOTE = {"$type": "com.example.note", "text": "hello"}
 
 
 class Client:
     """A minimal DPoP client over httpx that keeps the server's nonce (like real clients do)."""
 
-    def __init__(self, pds):
+    def __init__(self, pds, scope: str = SCOPE):
         self.pds = pds
+        self.scope, self.client_id = scope, loopback_client_id(scope)
         self.http = httpx.Client(base_url=pds.url, timeout=30, follow_redirects=False)
         self.dpop = DpopKey()
         self.access: str | None = None
@@ -44,28 +51,28 @@ class Client:
         return r
 
     def par(self, challenge: str) -> str:
-        r = self.post_form("/oauth/par", {"client_id": CLIENT_ID, "response_type": "code", "code_challenge": challenge,
+        r = self.post_form("/oauth/par", {"client_id": self.client_id, "response_type": "code", "code_challenge": challenge,
                                           "code_challenge_method": "S256", "state": "xyz", "redirect_uri": REDIRECT,
-                                          "scope": SCOPE, "login_hint": self.pds.handle})
+                                          "scope": self.scope, "login_hint": self.pds.handle})
         assert r.status_code == 201, r.text
         return r.json()["request_uri"]
 
     def page(self, request_uri: str) -> tuple[httpx.Response, str]:
-        r = self.http.get("/oauth/authorize", params={"client_id": CLIENT_ID, "request_uri": request_uri})
+        r = self.http.get("/oauth/authorize", params={"client_id": self.client_id, "request_uri": request_uri})
         m = re.search(r'name="csrf" value="([^"]+)"', r.text)
         return r, m.group(1) if m else ""
 
     def submit(self, request_uri: str, csrf: str, **fields) -> httpx.Response:
-        return self.http.post("/oauth/authorize", data={"csrf": csrf, "request_uri": request_uri, "client_id": CLIENT_ID, **fields})
+        return self.http.post("/oauth/authorize", data={"csrf": csrf, "request_uri": request_uri, "client_id": self.client_id, **fields})
 
-    def sign_in(self) -> dict:
+    def sign_in(self, **fields) -> dict:
         verifier, challenge = pkce()
         request_uri = self.par(challenge)
         _, csrf = self.page(request_uri)
-        r = self.submit(request_uri, csrf, password=self.pds.password, action="allow")
+        r = self.submit(request_uri, csrf, **{"password": self.pds.password, "action": "allow", **fields})
         assert r.status_code == 303, r.text
         q = parse_qs(urlsplit(r.headers["location"]).query)
-        r = self.post_form("/oauth/token", {"client_id": CLIENT_ID, "grant_type": "authorization_code", "code": q["code"][0],
+        r = self.post_form("/oauth/token", {"client_id": self.client_id, "grant_type": "authorization_code", "code": q["code"][0],
                                             "code_verifier": verifier, "redirect_uri": REDIRECT})
         assert r.status_code == 200, r.text
         tokens = r.json()
@@ -173,3 +180,29 @@ def test_account_page_lists_and_revokes_apps(client, pds):
     assert "No apps are authorized." in after.text
     r = client.xrpc("POST", "com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "com.example.note", "record": NOTE})
     assert r.status_code == 401
+
+
+def test_remember_this_device(client, pds):
+    client.sign_in(remember="1")
+    assert client.http.cookies.get("tinypds-device")
+    request_uri = client.par(pkce()[1])
+    page, csrf = client.page(request_uri)
+    assert "Signed in on this device" in page.text and 'type="password"' not in page.text
+    r = client.submit(request_uri, csrf, action="allow")  # no password needed now
+    assert r.status_code == 303 and "code=" in r.headers["location"]
+    other = Client(pds)  # another browser still has to sign in
+    page, _ = other.page(other.par(pkce()[1]))
+    assert 'type="password"' in page.text
+    other.http.close()
+
+
+def test_sign_in_page_is_throttled(start_pds):
+    server = start_pds()
+    c = Client(server)
+    request_uri = c.par(pkce()[1])
+    _, csrf = c.page(request_uri)
+    statuses = [c.submit(request_uri, csrf, password=f"wrong-{i}", action="allow").status_code for i in range(25)]
+    assert statuses[0] == 401 and statuses[-1] == 429
+    r = c.submit(request_uri, csrf, password=server.password, action="allow")  # even the right password waits now
+    assert r.status_code == 429 and "location" not in r.headers
+    c.http.close()
