@@ -254,7 +254,7 @@ def test_plc_submit_fails_then_resume(lab, tmp_path, servers):
     assert_deactivated(acct.url, did)
 
 
-def test_corrupt_blob_stops_before_the_switch(lab, tmp_path, servers):
+def test_corrupt_blob_stops_before_the_switch_then_roll_back_and_retry(lab, tmp_path, servers):
     import sqlite3
 
     handle = unique_handle("fc")
@@ -271,10 +271,18 @@ def test_corrupt_blob_stops_before_the_switch(lab, tmp_path, servers):
     old_still_in_charge(acct, did)
     status = new_status(new_url, handle)
     assert status["activated"] is False and status["importedBlobs"] == 4 and status["expectedBlobs"] == 5
+    # roll back: delete the half-made account on the new side (its DID never pointed there)
+    tok = cli(new.data_dir, "migrate", "delete-token", port=new.port).stdout.strip()
+    r = httpx.post(new_url + XRPC + "com.atproto.server.deleteAccount",
+                   json={"did": did, "password": PASSWORD, "token": tok}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert httpx.post(new_url + XRPC + "com.atproto.server.createSession",
+                      json={"identifier": handle, "password": PASSWORD}).status_code == 401
+    old_still_in_charge(acct, did)
     db.execute("UPDATE blob_parts SET data = ? WHERE blob_id = ? AND idx = 0", (data, blob_id))  # repaired
     db.commit()
     db.close()
-    second = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))
+    second = migrate_in(new, acct.url, handle, token_cmd=local_token_cmd(old))  # starts over on the new side
     assert second.returncode == 0, second.stdout + second.stderr
     after = Account(new_url, handle).snapshot()
     assert after["blobs"] == before["blobs"] and pds_endpoint(plc_doc(did)) == new_url
@@ -396,6 +404,7 @@ def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
     assert r.status_code == 200, r.text
     assert events(old.data_dir)[-1] == ("#account", did)
     assert httpx.get(acct.url + XRPC + "com.atproto.sync.listRepos").json()["repos"] == []
+    assert cli(old.data_dir, "invite", port=old.port).returncode == 0  # the server is empty again
     r = acct.http.get(XRPC + "com.atproto.sync.listBlobs", params={"did": did})
     assert r.status_code == 400 or r.json().get("cids") == []  # the blobs are gone with the account
     http.close()

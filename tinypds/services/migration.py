@@ -7,7 +7,8 @@ only then spends the one-time invite code, in the same transaction that writes t
 account (status deactivated: no firehose events), its identity row and a copy of the
 directory's PLC log. Our rotation key is not in the DID yet; it becomes so with the PLC
 op the old PDS signs. Activation re-reads the directory, catches the local log up, and
-writes #account, #identity and #sync in ONE transaction.
+writes #account, #identity and #sync in ONE transaction. deleteAccount (only when the DID
+names another PDS) removes the account entirely, so a failed move in can be rolled back.
 """
 
 from __future__ import annotations
@@ -274,7 +275,9 @@ class MigrationService:
         return token
 
     async def delete_account(self, did: str, password: str, token: str) -> None:
-        """Delete the account's data once its DID document names another PDS."""
+        """Delete the account once its DID document names another PDS: after a move out, or to
+        roll back a move in that never switched. The server is then empty (createAccount works
+        again with a new invite); the keys stay in the key store."""
         account = self._mine(did)
         ok = account.password_hash is not None and await asyncio.to_thread(
             passwords.verify_password, password, account.password_hash)
@@ -287,8 +290,7 @@ class MigrationService:
         time_iso = iso_now(self.clock())
 
         def txn(conn: Any) -> None:
-            migration_db.wipe_account_data(conn, did)
-            accounts_db.set_status(conn, did, "deleted")
+            migration_db.delete_account(conn, did)
             body = events_core.account_body(did, time_iso, False, "deleted")
             events_db.append_event(conn, events_core.ACCOUNT, did, time_iso, events_core.encode_body(body))
 

@@ -176,8 +176,13 @@ class Migration:
 
     async def _ensure_new_account(self) -> None:
         if self.state.account_created:
-            await self.new.login(self.did, self.password)
-            return
+            try:
+                await self.new.login(self.did, self.password)
+                return
+            except RemoteError as exc:
+                if exc.status != 401:
+                    raise
+                self._mark(account_created=False, imported_rev="", imported_data="")  # rolled back there
         desc = await self.new.get("com.atproto.server.describeServer")
         token = (await self.old.get("com.atproto.server.getServiceAuth", aud=desc["did"],
                                     lxm="com.atproto.server.createAccount", exp=int(time.time()) + 600))["token"]
