@@ -4,15 +4,12 @@ No HTTP types, no SQL (store.*). Order: commit, then each MST node followed by i
 entries' records and subtrees (depth-first, key order), so a reader can verify as it
 streams. Tricky bits: nodes are point lookups, records stream from the record index in
 the same key order (one joined query per collection) and are checked against the nodes'
-entries; `aiter_export` runs the generator on a worker thread behind a bounded queue and
+entries; `aiter_export` runs the generator on a worker thread (services.thread_stream) and
 stops it when the consumer goes away. Also home of RepoIOError (shared with repo_io).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
 
 from ..core import car as car_core
@@ -22,6 +19,7 @@ from ..store import blocks as blocks_db
 from ..store import records as records_db
 from ..store import repo as repo_db
 from ..store.db import Database
+from .thread_stream import aiter_thread
 
 Progress = Callable[[str, int], None]  # (phase, items done since last call)
 
@@ -119,46 +117,9 @@ def export_car(db: Database, out: BinaryIO, progress: Progress | None = None) ->
     return total
 
 
-async def aiter_export(db: Database, queue_size: int = 4, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+def aiter_export(db: Database, queue_size: int = 4, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
     """iter_export on a worker thread, handed to the event loop through a bounded queue.
 
     If the consumer stops early (client went away), the producer notices within ~0.2 s,
     stops reading and closes its snapshot."""
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue = asyncio.Queue(queue_size)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        fut = asyncio.run_coroutine_threadsafe(q.put(item), loop)
-        while True:
-            try:
-                fut.result(timeout=0.2)
-                return True
-            except concurrent.futures.TimeoutError:
-                if stop.is_set():
-                    fut.cancel()
-                    return False
-
-    def produce() -> None:
-        try:
-            for chunk in iter_export(db, chunk_size):
-                if not put(chunk):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-
-    task = loop.run_in_executor(None, produce)
-    try:
-        while True:
-            item = await q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        if task.done():
-            task.result()
+    return aiter_thread(lambda: iter_export(db, chunk_size), queue_size)

@@ -11,9 +11,7 @@ precisely what changed.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from .. import errors
 from ..core import car as car_core
@@ -23,6 +21,7 @@ from ..store import accounts as accounts_db
 from ..store import blocks as blocks_db
 from ..store import repo as repo_db
 from ..store.blocks import SqliteBlocks
+from .thread_stream import aiter_thread
 
 CAR_MEDIA_TYPE = "application/vnd.ipld.car"
 MAX_GET_BLOCKS = 1000
@@ -39,49 +38,6 @@ def status_fields(status: str) -> dict[str, Any]:
     if status == "active":
         return {"active": True}
     return {"active": False, "status": {"offline-copy": "desynchronized"}.get(status, status)}
-
-
-async def aiter_thread(produce: Callable[[], Iterator[bytes]], queue_size: int = 8) -> AsyncIterator[bytes]:
-    """Run a blocking chunk generator on a worker thread; hand chunks over a bounded queue."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue(queue_size)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> None:
-        fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-        while not stop.is_set():
-            try:
-                fut.result(0.5)
-                return
-            except TimeoutError:
-                continue
-        fut.cancel()
-
-    def run() -> None:
-        try:
-            for chunk in produce():
-                if stop.is_set():
-                    return
-                put(chunk)
-            put(done)
-        except BaseException as exc:
-            put(exc)
-
-    worker = loop.run_in_executor(None, run)
-    try:
-        while True:
-            item = await queue.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while not queue.empty():
-            queue.get_nowait()
-        await asyncio.wait([worker], timeout=5)
 
 
 class SyncService:
