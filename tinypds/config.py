@@ -187,6 +187,9 @@ def load_settings(
         values[name] = _coerce(name, _FIELDS[name].type, raw)
 
     values["data_dir"] = Path(str(values.get("data_dir", data_dir))).expanduser()
+    if "hostname" not in values and values.get("port"):
+        # no public hostname configured: a local server is reached where it listens
+        values["hostname"] = f"localhost:{values['port']}"
     settings = Settings(**values)
     problems = check_settings(settings)
     fatal = [p for p in problems if p.startswith("error:")]
