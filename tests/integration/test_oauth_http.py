@@ -5,12 +5,18 @@ DPoP-bound XRPC calls limited by scope, refresh, the account page and revocation
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
 
 from tests.services.oauth_helpers import DpopKey, pkce
+
+from .conftest import REPO_ROOT, server_env, start_server
 
 REDIRECT = "http://127.0.0.1:9/callback"
 SCOPE = "atproto repo:com.example.note"
@@ -22,6 +28,12 @@ def loopback_client_id(scope: str) -> str:
 
 CLIENT_ID = loopback_client_id(SCOPE)
 NOTE = {"$type": "com.example.note", "text": "hello"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Client:
@@ -158,6 +170,31 @@ def test_resource_server_nonce_and_refresh(client, pds):
     assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
     gone = client.xrpc("POST", "com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "com.example.note", "record": NOTE})
     assert gone.status_code == 401 and 'error="invalid_token"' in gone.headers["www-authenticate"]
+
+
+def test_get_session_shows_email_only_with_the_scope(tmp_path):
+    port, password = _free_port(), "email-test-password"
+    data, keys = tmp_path / "data", tmp_path / "keys.json"
+    env = {"TINYPDS_HOSTNAME": f"localhost:{port}", "TINYPDS_KEY_FILE": str(keys)}
+    init = subprocess.run(
+        [sys.executable, "-m", "tinypds.cli", "--data", str(data), "init", "--handle", "mail.test", "--hostname", f"localhost:{port}",
+         "--did-method", "web", "--dev", "--email", "mail@example.com", "--password-stdin", "--keyring-backend", "file", "--key-file", str(keys)],
+        input=password + "\n", text=True, env=server_env(env), cwd=REPO_ROOT, capture_output=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    server = start_server(data, extra_env=env, args=["--port", str(port), "--no-dev-account"])
+    try:
+        account = SimpleNamespace(url=server.url, handle="mail.test", password=password, did=f"did:web:localhost%3A{port}")
+        seen = {}
+        for scope in ("atproto transition:generic", "atproto transition:email"):
+            c = Client(account, scope)
+            c.sign_in()
+            r = c.xrpc("GET", "com.atproto.server.getSession")
+            assert r.status_code == 200 and r.json()["did"] == account.did
+            seen[scope] = r.json().get("email")
+            c.http.close()
+        assert seen == {"atproto transition:generic": None, "atproto transition:email": "mail@example.com"}
+    finally:
+        server.stop()
 
 
 def test_revoke_endpoint(client, pds):

@@ -14,6 +14,7 @@ from litestar import Request, get, post
 from ..errors import AuthenticationRequired, InvalidRequest, InvalidToken
 from ..services.account_status import account_status
 from .proxy import proxy_service
+from ..services.oauth.scopes import AccountAccess, scope_allows
 from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."
@@ -83,6 +84,8 @@ async def refresh_session(request: Request) -> dict:
 async def get_session(request: Request) -> dict:
     ctx = await access_auth(request)
     account = await _auth_service(request).account_for(ctx)
+    if ctx.kind == "oauth" and not scope_allows(ctx.scopes, AccountAccess("email")):
+        account = {**account, "email": None}  # an OAuth app sees the email only with account:email / transition:email
     return session_view(account)
 
 

@@ -258,12 +258,13 @@ def describe(tokens: Iterable[str]) -> list[str]:
             perm = parse_permission(t)
             if perm is None:
                 continue
-            what = ", ".join("any collection" if v == "*" else v for v in perm.values)
             if perm.resource == "repo":
+                what = ", ".join("any collection" if v == "*" else v for v in perm.values)
                 lines.append(f"{'/'.join(a.capitalize() for a in perm.actions)} records in {what}")
             elif perm.resource == "rpc":
                 aud = "any service" if perm.aud == "*" else perm.aud
-                lines.append(f"Call {'any method' if what == 'any collection' else what} on {aud} as you")
+                methods = ", ".join("any method" if v == "*" else v for v in perm.values)
+                lines.append(f"Call {methods} on {aud} as you")
             elif perm.resource == "blob":
                 lines.append(f"Upload files of type {', '.join(perm.values)}")
             elif perm.resource == "account":
