@@ -210,7 +210,8 @@ class MigrationService:
         """Assert the DID now names this PDS and our key, then go active with #account, #identity, #sync."""
         self._mine(did)
         ident = self.identity.identity()
-        plc = PlcClient(ident.plc_url) if ident is not None and ident.plc_url else self.plc
+        other = ident is not None and ident.plc_url and ident.plc_url != self.settings.plc_url
+        plc = PlcClient(ident.plc_url) if other else self.plc
         try:
             ops = await plc.get_log(did)
         finally:
