@@ -22,7 +22,7 @@ import httpx
 from ..core.crypto import parse_multibase_key
 from ..core.syntax import InvalidSyntax, is_valid_did, parse_did, parse_handle
 from ..errors import DidNotFound, HandleNotFound, InvalidRequest, UpstreamFailure, XrpcError
-from .plc import DidDeactivated, PlcClient, fetch_capped
+from .plc import DidDeactivated, LazyHttpClient, PlcClient, fetch_capped
 
 log = logging.getLogger("tinypds.identity")
 
@@ -122,26 +122,14 @@ def _is_loopback(host: str) -> bool:
     return bare in LOOPBACK_HOSTS or bare.endswith(".localhost")
 
 
-class DidResolver:
+class DidResolver(LazyHttpClient):
     """DID -> DID document, cached for `cache_ttl` seconds."""
 
     def __init__(self, plc_url: str, *, client: httpx.AsyncClient | None = None, timeout: float = HTTP_TIMEOUT,
                  cache_ttl: float = CACHE_TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        super().__init__(client, timeout)
         self.plc_url = plc_url.rstrip("/")
-        self._client = client
-        self._own = client is None
-        self._timeout = timeout
         self._cache = _TtlCache(cache_ttl, CACHE_SIZE, clock)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._own and self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def invalidate(self, did: str) -> None:
         self._cache.drop(did)
@@ -185,29 +173,19 @@ class DidResolver:
 # ---- handles ---------------------------------------------------------------------------------
 
 
-class HandleResolver:
+class HandleResolver(LazyHttpClient):
     """Handle -> DID via DNS TXT then HTTPS well-known. `dns_txt` and `well_known_url` are
     injectable (tests use a loopback server and no real DNS)."""
+
+    http_options = {"follow_redirects": True, "max_redirects": 3}
 
     def __init__(self, *, dns_txt: DnsTxt | None = None, client: httpx.AsyncClient | None = None,
                  timeout: float = HTTP_TIMEOUT, well_known_url: Callable[[str], str] | None = None,
                  cache_ttl: float = CACHE_TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        super().__init__(client, timeout)
         self._dns_txt = dns_txt or system_dns_txt
-        self._client = client
-        self._own = client is None
-        self._timeout = timeout
         self._url = well_known_url or (lambda h: f"https://{h}/.well-known/atproto-did")
         self._cache = _TtlCache(cache_ttl, CACHE_SIZE, clock)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=True, max_redirects=3)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._own and self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def invalidate(self, handle: str) -> None:
         self._cache.drop(handle.lower())

@@ -1,9 +1,9 @@
 """did:plc for the local account: the directory client, the local PLC log, signed updates, tokens.
 
 Owns talking to a PLC directory (submit an op; read a DID's document, log, audit log, data),
-the bounded HTTP fetch every identity lookup uses, appending ops to the local log in SQLite,
-signing later ops with our rotation key (from the KeyStore) and the single-use tokens of
-requestPlcOperationSignature. Never imports keyring/apsw/HTTP-server types.
+the bounded HTTP fetch and lazily made client every identity lookup uses, appending ops to
+the local log in SQLite, signing later ops with our rotation key (from the KeyStore) and the
+single-use tokens of requestPlcOperationSignature. Never imports keyring/apsw/HTTP-server types.
 Tricky bits: an op is checked against the local log (prev + current rotation keys) BEFORE it
 is submitted, and written locally only AFTER the directory accepted it, in one transaction
 with the account change and its #identity event, so a failure leaves nothing half-written.
@@ -89,6 +89,28 @@ async def fetch_capped(
         raise UpstreamFailure(f"{what} is unreachable ({url}): {type(exc).__name__}") from None
 
 
+class LazyHttpClient:
+    """Base for outbound clients: uses the httpx client given, else makes one on first use
+    (with `http_options`) and closes it in `aclose` — a given client belongs to the caller."""
+
+    http_options: dict[str, Any] = {"follow_redirects": False}
+
+    def __init__(self, client: httpx.AsyncClient | None, timeout: float):
+        self._client = client
+        self._own = client is None
+        self._timeout = timeout
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, **self.http_options)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._own and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 def _message(body: bytes) -> str:
     try:
         doc = json.loads(body)
@@ -102,24 +124,12 @@ def _message(body: bytes) -> str:
 # ---- the directory client ------------------------------------------------------------------
 
 
-class PlcClient:
+class PlcClient(LazyHttpClient):
     """A PLC directory (`https://plc.directory` or a local one) over HTTP."""
 
     def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT, client: httpx.AsyncClient | None = None):
+        super().__init__(client, timeout)
         self.base_url = base_url.rstrip("/")
-        self._timeout = timeout
-        self._client = client
-        self._own = client is None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._own and self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def _what(self) -> str:
         return f"the PLC directory {self.base_url}"
