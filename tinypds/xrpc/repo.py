@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.types import ASGIApp
 
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
-from .routing import access_auth, body_bool, body_str, json_body, query_int, query_str, services
+from .routing import JsonResponse, access_auth, body_bool, body_str, json_body, query_int, query_str, services
 
 NS = "/xrpc/com.atproto.repo."
 
@@ -184,16 +185,16 @@ def _view(v: Any) -> dict:
 
 
 @get(NS + "getRecord")
-async def get_record(request: Request) -> dict:
+async def get_record(request: Request) -> ASGIApp:
     ident = query_str(request, "repo", required=True)
     collection = query_str(request, "collection", required=True)
     rkey = query_str(request, "rkey", required=True)
     cid = query_str(request, "cid")
-    return _view(_records(request, ident).get_record(collection, rkey, cid))
+    return JsonResponse(_view(_records(request, ident).get_record(collection, rkey, cid)))
 
 
 @get(NS + "listRecords")
-async def list_records(request: Request) -> dict:
+async def list_records(request: Request) -> ASGIApp:
     ident = query_str(request, "repo", required=True)
     collection = query_str(request, "collection", required=True)
     limit = query_int(request, "limit", 50, 1, 100)
@@ -206,7 +207,7 @@ async def list_records(request: Request) -> dict:
     out: dict[str, Any] = {"records": [_view(v) for v in views]}
     if next_cursor:
         out["cursor"] = next_cursor
-    return out
+    return JsonResponse(out)
 
 
 @get(NS + "describeRepo")
