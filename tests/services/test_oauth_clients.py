@@ -213,3 +213,34 @@ def test_code_of_a_confidential_client_needs_its_authentication(env):
         _token(oauth, dpop, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier})
     assert e.value.error == "invalid_client"
     assert db.read(lambda c: c.execute("SELECT count(*) FROM oauth_session").fetchone()[0]) == 0
+
+
+def test_dpop_key_must_differ_from_the_client_key(env):
+    oauth, dpop, key, clock, db = env
+    dpop.key = key  # the client signs its DPoP proofs with its client-authentication key
+    with pytest.raises(OAuthError) as e:
+        _par(oauth, dpop, key, clock, pkce()[1])
+    assert e.value.error == "invalid_request" and "different keys" in e.value.description
+
+
+def test_refresh_must_use_the_same_client_key(tmp_path):
+    db = Database.open(tmp_path / "tinypds.sqlite")
+    db.write(lambda c: accounts.create_account(c, DID, "alice.test", "2026-01-01T00:00:00.000Z", password_hash=passwords.hash_password("pw")))
+    clock = Clock()
+    k1, k2 = P256PrivateKey.generate(), P256PrivateKey.generate()
+    meta = metadata(token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(k1, "k1"), public_jwk(k2, "k2")]})
+    oauth = OAuthService(db, issuer=ISSUER, clients=ClientRegistry(http=Web({CLIENT_ID: (200, {}, meta)}).client(), clock=clock), clock=clock)
+    dpop = DpopKey(clock)
+    dpop.nonce = oauth.dpop.nonces.current()
+    try:
+        verifier, challenge = pkce()
+        row, client = run(oauth.pending_request(CLIENT_ID, _par(oauth, dpop, k1, clock, challenge)["request_uri"]))
+        code = parse_qs(urlsplit(run(oauth.approve(row, DID, client))).query)["code"][0]
+        tokens = _token(oauth, dpop, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, **_auth(k1, clock)})
+        with pytest.raises(OAuthError) as e:
+            _token(oauth, dpop, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **_auth(k2, clock, kid="k2")})
+        assert e.value.error == "invalid_grant"
+        fresh = _token(oauth, dpop, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **_auth(k1, clock)})
+        assert fresh["sub"] == DID
+    finally:
+        db.close()

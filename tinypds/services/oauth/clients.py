@@ -25,7 +25,7 @@ import httpx
 
 from ...core.jwt import JwtError, decode_jwt_unverified
 from .dpop import JtiCache
-from .jwk import key_from_jwk, verify_jws
+from .jwk import key_from_jwk, thumbprint, verify_jws
 
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT_BYTES = 64 * 1024
@@ -276,8 +276,9 @@ class ClientRegistry:
         candidates = [k for k in keys if k.get("kid") == kid] if kid is not None else keys[:1] if len(keys) == 1 else []
         if len(candidates) != 1 or candidates[0].get("crv") != "P-256":
             raise ClientError("invalid_client", "client assertion key (kid) not found in the client's jwks")
+        public = {k: v for k, v in candidates[0].items() if k != "d"}
         try:
-            _, claims = verify_jws(assertion, key_from_jwk({k: v for k, v in candidates[0].items() if k != "d"}))
+            _, claims = verify_jws(assertion, key_from_jwk(public))
         except JwtError as exc:
             raise ClientError("invalid_client", f"client assertion rejected: {exc}") from None
         now = self.clock()
@@ -290,4 +291,4 @@ class ClientRegistry:
             raise ClientError("invalid_client", "client assertion expired or issued too long ago")
         if not isinstance(jti, str) or not jti or not self._assertions.add(client.client_id + " " + jti, iat + 330):
             raise ClientError("invalid_client", "client assertion replayed (jti already used)")
-        return {"method": "private_key_jwt", "kid": kid}
+        return {"method": "private_key_jwt", "kid": kid, "jkt": thumbprint(public)}

@@ -61,6 +61,11 @@ def _redirect_matches(requested: str, registered: str) -> bool:
             and a.path == b.path and a.query == b.query)
 
 
+def _same_client_auth(a: dict, b: dict) -> bool:
+    """Later token requests must authenticate the same way, with the same key, as at PAR."""
+    return a.get("method") == b.get("method") and a.get("jkt") == b.get("jkt")
+
+
 class OAuthService:
     def __init__(self, db: Any, *, issuer: str, clients: ClientRegistry | None = None, dpop: DpopVerifier | None = None,
                  clock: Callable[[], float] = time.time):
@@ -131,17 +136,20 @@ class OAuthService:
         except ClientError as exc:
             raise OAuthError(exc.error, exc.description) from None
 
-    def _authenticate(self, client: Client, form: dict, urls: list[str]) -> dict:
+    def _authenticate(self, client: Client, form: dict, urls: list[str], dpop_jkt: str | None = None) -> dict:
         try:
-            return self.clients.authenticate(client, form, {self.issuer, *urls})
+            auth = self.clients.authenticate(client, form, {self.issuer, *urls})
         except ClientError as exc:
             raise OAuthError(exc.error, exc.description, status=401 if exc.error == "invalid_client" else 400) from None
+        if dpop_jkt is not None and auth.get("jkt") == dpop_jkt:
+            raise OAuthError("invalid_request", "the DPoP proof and the client assertion must use different keys")
+        return auth
 
     # ---- PAR --------------------------------------------------------------------------------------
     async def par(self, form: dict, dpop_proof: str | None, urls: list[str]) -> dict:
         jkt = self._dpop(dpop_proof, "POST", urls)
         client = await self._client(form)
-        client_auth = self._authenticate(client, form, urls)
+        client_auth = self._authenticate(client, form, urls, jkt)
         get = lambda k: form.get(k) if isinstance(form.get(k), str) else None  # noqa: E731
         if "request" in form:
             raise OAuthError("request_not_supported", "request objects are not supported")
@@ -228,7 +236,7 @@ class OAuthService:
     async def token(self, form: dict, dpop_proof: str | None, urls: list[str]) -> dict:
         jkt = self._dpop(dpop_proof, "POST", urls)
         client = await self._client(form)
-        client_auth = self._authenticate(client, form, urls)
+        client_auth = self._authenticate(client, form, urls, jkt)
         grant = form.get("grant_type")
         if grant == "authorization_code":
             return await self._exchange_code(form, client, client_auth, jkt)
@@ -260,7 +268,7 @@ class OAuthService:
             if row.session_id != _BURNED:
                 await self.db.awrite(lambda c: sql.delete_session(c, row.session_id))
             raise OAuthError("invalid_grant", "authorization code was already used")
-        if row.client_id != client.client_id or row.client_auth.get("method") != client_auth["method"] or row.client_auth.get("kid") != client_auth.get("kid"):
+        if row.client_id != client.client_id or not _same_client_auth(row.client_auth, client_auth):
             raise OAuthError("invalid_grant", "authorization code was issued to another client")
         if (row.code_expires_at or 0) <= now:
             raise OAuthError("invalid_grant", "authorization code expired")
@@ -300,7 +308,7 @@ class OAuthService:
                 await self.db.awrite(lambda c: sql.delete_session(c, reused))
                 raise OAuthError("invalid_grant", "refresh token was already used; the session has been revoked")
             raise OAuthError("invalid_grant", "invalid refresh token")
-        if session.client_id != client.client_id or session.client_auth.get("method") != client_auth["method"] or session.client_auth.get("kid") != client_auth.get("kid"):
+        if session.client_id != client.client_id or not _same_client_auth(session.client_auth, client_auth):
             raise OAuthError("invalid_grant", "refresh token was issued to another client (or another client key)")
         if session.dpop_jkt != jkt:
             raise OAuthError("invalid_dpop_proof", "DPoP key does not match the one the tokens are bound to")
