@@ -205,3 +205,15 @@ def test_client_refreshes_a_session_before_it_expires_and_once_after_expired_tok
         await client.aclose()
 
     asyncio.run(run())
+
+
+def test_a_rotation_key_the_did_still_lists_is_kept(env):
+    """Moving back to a server that still holds a listed rotation key reuses it (never overwritten)."""
+    ours = K256PrivateKey.generate()
+    state = core_plc.verify_operation_chain(env.plc.did, env.plc.ops)
+    op = core_plc.build_update(state, rotation_keys=[env.plc.rotation.public_key().did_key(), ours.public_key().did_key()])
+    env.plc.ops.append(core_plc.sign_operation(op, env.plc.rotation))
+    env.keys.put_key(env.plc.did, "rotation", ours)
+    env.create(mint_invite_code(env.db, env.settings.service_did), env.token())
+    assert env.keys.get_key(env.plc.did, "rotation").public_key().did_key() == ours.public_key().did_key()
+    assert env.ident.recommended_credentials(env.plc.did)["rotationKeys"] == [ours.public_key().did_key()]

@@ -145,8 +145,8 @@ class MigrationService:
                 raise errors.HandleNotAvailable(f"{handle} does not resolve to {did}")
         password_hash = await self.auth.hash_password(password)
         signing_key, rotation_key = K256PrivateKey.generate(), K256PrivateKey.generate()
-        self.keys.put_key(did, "signing", signing_key)
-        self.keys.put_key(did, "rotation", rotation_key)
+        kept = self._kept_rotation_key(did, state)  # a key of ours the DID still lists is never replaced
+        rotation_key = kept or rotation_key
         created = utc_now_iso(self.clock)
 
         def txn(conn: Any) -> None:
@@ -161,16 +161,29 @@ class MigrationService:
             account_service.create_local_account(self.db, self.keys, did, handle, signing_key=signing_key,
                                                  email=email, password_hash=password_hash, status="deactivated")
 
-        async with self._lock:
+        async with self._lock:  # one attempt at a time: the key store holds one key pair per DID
+            if self.account() is not None:
+                raise errors.AccountAlreadyExists("This server already holds its one account")
+            self.keys.put_key(did, "signing", signing_key)  # keys first: an account without them is unusable
+            if kept is None:
+                self.keys.put_key(did, "rotation", rotation_key)
             try:
                 await self.db.awrite(txn)
             except BaseException:
                 if self.account() is None:  # nothing written: the fresh keys are of no use
                     self.keys.delete_key(did, "signing")
-                    self.keys.delete_key(did, "rotation")
+                    if kept is None:
+                        self.keys.delete_key(did, "rotation")
                 raise
         self._on_account_change()
         return {"did": did, "handle": handle, "didDoc": doc}
+
+    def _kept_rotation_key(self, did: str, state: Any) -> Any:
+        """Our stored rotation key for `did` if the DID still lists it (e.g. moving back here)."""
+        if not self.keys.has_key(did, "rotation"):
+            return None
+        key = self.keys.get_key(did, "rotation")
+        return key if key.public_key().did_key() in state.rotation_keys else None
 
     # ---- importRepo --------------------------------------------------------------------------
     async def import_repo(self, did: str, chunks: AsyncIterable[bytes]) -> Any:
