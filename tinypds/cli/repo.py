@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Import a repo CAR (e.g. the 'Export my data' file). Into an empty data directory the repo is kept "
         "exactly as signed (an offline copy); into the same account it is re-signed with the account key."))
     p.add_argument("file", metavar="FILE.car")
-    p.add_argument("--did-key", metavar="did:key:...", help="check the commit signature with this key")
+    p.add_argument("--did-key", metavar="did:key:...",
+                   help="check the commit signature with this key (default: the key in the DID document, when it resolves)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("verify", help="deep-verify the stored repo or a CAR file", description=(
@@ -141,16 +142,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     src = Path(args.file)
     if not src.is_file():
         raise CliError(f"{src} is not a file; give the path of a repo CAR (e.g. from 'Export my data')")
+    did_key, lookup = args.did_key, None
+    if did_key is None:  # the key from the DID document (network I/O before the write transaction)
+        from ..services.repo_keys import lookup_car_signing_key
+
+        lookup = lookup_car_signing_key(src, settings.plc_url)
+        did_key = lookup.did_key
     db = _open_db(settings, create=True)
     phases = _Phases("import")
     try:
         account = get_account(db)
         keys = _keys(settings) if account is not None and account.status != "offline-copy" else None
         with open(src, "rb") as fh:
-            result = import_car(db, fh, did_key=args.did_key, keys=keys, progress=phases)
+            result = import_car(db, fh, did_key=did_key, keys=keys, progress=phases)
         phases.finish()
     except RepoIOError as exc:
-        raise CliError(f"import failed, nothing was changed: {exc}") from None
+        hint = ""
+        if lookup is not None and lookup.did_key is not None:
+            hint = (f" (the key is the #atproto key in {lookup.did}'s DID document; if the account's key changed "
+                    f"after this CAR was written, pass --did-key with the key that signed it)")
+        raise CliError(f"import failed, nothing was changed: {exc}{hint}") from None
     finally:
         db.close()
     _print_summary(result)
@@ -160,8 +171,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         print("kept exactly as signed (offline copy: this data directory has no key for it)")
     if result.unreferenced_blocks:
         print(f"note: {result.unreferenced_blocks} blocks in the CAR are not part of the repo", file=sys.stderr)
+    if lookup is not None and lookup.did_key is not None:
+        print(f"signature checked with the signing key in {lookup.did}'s DID document")
     if result.signature.startswith("NOT CHECKED"):
-        print("warning: the commit signature was not checked; pass --did-key with the account's signing key", file=sys.stderr)
+        why = f" ({lookup.problem})" if lookup is not None and lookup.problem else ""
+        print(f"warning: the commit signature could NOT be checked{why}; to check it, pass --did-key did:key:... "
+              "with the account's signing key (the #atproto key of its DID document)", file=sys.stderr)
     return 0
 
 
