@@ -131,7 +131,11 @@ def attach_account(svc: AppServices) -> None:
     if row is None:
         svc.repo = svc.records = None
         return
-    svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys)
+    if row.status == "offline-copy":  # imported without keys: reads only, no key lookups
+        from .services.repo import read_only_signer
+        svc.repo = RepoService(svc.db, row.did, read_only_signer(row.did))
+    else:
+        svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys)
     svc.repo.add_listener(lambda *_a: _notify_firehose(svc))
     svc.records = RecordService(svc.repo, blobs=svc.extra.get("blobs"))
 

@@ -21,6 +21,7 @@ app-level exception handler renders them as {"error": name, "message": text}.
     │   ├── RepoDeactivated       400
     │   ├── RepoTakendown         400
     │   ├── RepoSuspended         400
+    │   ├── RepoReadOnly          400  (an offline copy: imported without its keys, reads only)
     │   ├── FutureCursor          400
     │   └── DidNotFound           400
     ├── AuthenticationRequired    401
@@ -125,6 +126,10 @@ class RepoTakendown(InvalidRequest):
 
 
 class RepoSuspended(InvalidRequest):
+    pass
+
+
+class RepoReadOnly(InvalidRequest):
     pass
 
 

@@ -99,6 +99,13 @@ class _Call:
     result: Any = None  # set on the writer thread: a CommitResult or the exception for this call
 
 
+def read_only_signer(did: str) -> Callable[[], Any]:
+    """The signer of an offline copy (a repo imported without keys): every write is refused, no key is looked up."""
+    def refuse() -> Any:
+        raise errors.RepoReadOnly(f"{did} is a read-only offline copy here (no signing key); it cannot be written to")
+    return refuse
+
+
 def iso_now(now: float | None = None) -> str:
     t = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"

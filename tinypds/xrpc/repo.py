@@ -15,7 +15,7 @@ from litestar.types import ASGIApp
 
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
-from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound
+from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import JsonResponse, access_auth, body_bool, body_str, json_body, query_int, query_str, services
@@ -31,6 +31,14 @@ def _account(request: Request) -> Any:
     if svc.records is None or svc.account is None:
         raise RepoNotFound("This server has no repository yet")
     return svc
+
+
+def _writable(request: Request) -> None:
+    """Before auth: an offline copy (a repo imported without its keys) takes no writes."""
+    account = services(request).account
+    if account is not None and account.status == "offline-copy":
+        raise RepoReadOnly(f"This server holds a read-only offline copy of {account.did} "
+                           "(imported without its signing key): it serves reads but cannot be written to")
 
 
 def _records(request: Request, ident: Any, ctx: Any = None) -> Any:
@@ -82,6 +90,7 @@ def _write_result(outcome: Any) -> dict:
 
 @post(NS + "createRecord", status_code=200)
 async def create_record(request: Request) -> dict:
+    _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
     ctx.require(RepoWrite(str(body.get("collection")), "create"))
@@ -98,6 +107,7 @@ async def create_record(request: Request) -> dict:
 
 @post(NS + "putRecord", status_code=200)
 async def put_record(request: Request) -> dict:
+    _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
     for action in ("create", "update"):  # a put may do either
@@ -119,6 +129,7 @@ async def put_record(request: Request) -> dict:
 
 @post(NS + "deleteRecord", status_code=200)
 async def delete_record(request: Request) -> dict:
+    _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
     ctx.require(RepoWrite(str(body.get("collection")), "delete"))
@@ -142,6 +153,7 @@ _WRITE_TYPES = {
 
 @post(NS + "applyWrites", status_code=200)
 async def apply_writes(request: Request) -> dict:
+    _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
     records = _records(request, body_str(body, "repo"), ctx)
@@ -216,7 +228,7 @@ async def describe_repo(request: Request) -> dict:
     account = services(request).account
     identity = services(request).extra.get("identity")
     did_doc, correct = None, False
-    if identity is not None:
+    if identity is not None and account.status != "offline-copy":  # an offline copy has no identity or keys here
         try:
             did_doc, correct = identity.own_doc(), await identity.handle_is_correct()
         except InvalidRequest:  # no identity row yet (e.g. a dev account): a minimal doc, handle unverified
@@ -233,19 +245,20 @@ async def describe_repo(request: Request) -> dict:
 
 
 def _minimal_did_doc(request: Request, account: Any) -> dict:
-    return {
+    doc: dict[str, Any] = {
         "@context": ["https://www.w3.org/ns/did/v1"],
         "id": account.did,
         "alsoKnownAs": [f"at://{account.handle}"] if account.handle else [],
-        "service": [
-            {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
-             "serviceEndpoint": services(request).settings.public_url}
-        ],
     }
+    if account.status != "offline-copy":  # a copy's account is hosted elsewhere: claim no service
+        doc["service"] = [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                           "serviceEndpoint": services(request).settings.public_url}]
+    return doc
 
 
 @post(NS + "uploadBlob", status_code=200, request_max_body_size=None)
 async def upload_blob(request: Request) -> dict:
+    _writable(request)
     ctx = await access_auth(request)
     ctx.require(BlobUpload((request.headers.get("content-type") or "application/octet-stream").split(";", 1)[0].strip().lower()))
     svc = _account(request)
