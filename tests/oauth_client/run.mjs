@@ -6,11 +6,16 @@ import http from 'node:http'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { NodeOAuthClient } from '@atproto/oauth-client-node'
+import { JoseKey } from '@atproto/jwk-jose'
 import { chromium } from 'playwright-core'
 
 const cfg = JSON.parse(process.argv[2])
 const results = { steps: [] }
 const step = (name, extra = {}) => { results.steps.push({ name, ...extra }); console.error('step:', name) }
+
+// mode "loopback": a public development client; mode "confidential": cfg.clientMetadata (an
+// https client_id, private_key_jwt) with cfg.privateJwk, its callback caught in the browser
+const confidential = cfg.mode === 'confidential'
 
 // the callback receiver on 127.0.0.1 (the spec's loopback redirect)
 let onCallback
@@ -22,12 +27,11 @@ const receiver = http.createServer((req, res) => {
   onCallback(url.searchParams)
 })
 await new Promise((r) => receiver.listen(0, '127.0.0.1', r))
-const redirectUri = `http://127.0.0.1:${receiver.address().port}/callback`
 const scope = 'atproto transition:generic'
+const redirectUri = confidential ? cfg.clientMetadata.redirect_uris[0] : `http://127.0.0.1:${receiver.address().port}/callback`
 
 const memory = () => { const m = new Map(); return { set: async (k, v) => { m.set(k, v) }, get: async (k) => m.get(k), del: async (k) => { m.delete(k) } } }
-const client = new NodeOAuthClient({
-  clientMetadata: {
+const loopbackMetadata = {
     client_id: `http://localhost?redirect_uri=${encodeURIComponent(redirectUri)}&scope=${encodeURIComponent(scope)}`,
     redirect_uris: [redirectUri],
     scope,
@@ -36,7 +40,10 @@ const client = new NodeOAuthClient({
     token_endpoint_auth_method: 'none',
     application_type: 'native',
     dpop_bound_access_tokens: true,
-  },
+}
+const client = new NodeOAuthClient({
+  clientMetadata: confidential ? cfg.clientMetadata : loopbackMetadata,
+  keyset: confidential ? [await JoseKey.fromImportable(cfg.privateJwk, cfg.privateJwk.kid)] : undefined,
   stateStore: memory(),
   sessionStore: memory(),
   handleResolver: cfg.pdsUrl,
@@ -55,13 +62,22 @@ try {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   })
   const page = await browser.newPage({ viewport: { width: 720, height: 900 } })
+  if (confidential) { // the https redirect URI is not reachable here: note the browser going there
+    page.on('request', (req) => {
+      if (req.url().startsWith(redirectUri + '?')) onCallback(new URL(req.url()).searchParams)
+    })
+  }
   await page.goto(authUrl.toString())
-  await page.screenshot({ path: join(cfg.outDir, 'consent-page.png'), fullPage: true })
+  await page.screenshot({ path: join(cfg.outDir, `consent-page-${cfg.mode}.png`), fullPage: true })
   await page.getByLabel('Password').fill(cfg.password)
   await page.getByLabel('Remember this device').check()
-  await page.screenshot({ path: join(cfg.outDir, 'consent-page-filled.png'), fullPage: true })
+  await page.screenshot({ path: join(cfg.outDir, `consent-page-${cfg.mode}-filled.png`), fullPage: true })
   await page.getByRole('button', { name: 'Allow' }).click()
-  const params = await callbackSeen
+  const params = await Promise.race([callbackSeen, new Promise((r) => setTimeout(r, 30000))])
+  if (!params) {
+    await page.screenshot({ path: join(cfg.outDir, `stuck-${cfg.mode}.png`), fullPage: true })
+    throw new Error(`no callback within 30 s; the browser is at ${page.url()}`)
+  }
   step('consent', { iss: params.get('iss'), hasCode: params.has('code') })
 
   const { session } = await client.callback(params)
@@ -101,6 +117,6 @@ try {
   if (browser) await browser.close()
   receiver.close()
 }
-writeFileSync(join(cfg.outDir, 'results.json'), JSON.stringify(results, null, 2))
+writeFileSync(join(cfg.outDir, `results-${cfg.mode}.json`), JSON.stringify(results, null, 2))
 console.log(JSON.stringify(results))
 process.exit(results.ok ? 0 : 1)
