@@ -65,3 +65,15 @@ def test_blob_upload_by_scope(lab, mime, allowed):  # noqa: F811
     else:
         assert r.status_code == 403 and r.json()["error"] == "ScopeMissingError"
     c.http.close()
+
+
+def test_get_service_auth_follows_rpc_scopes(lab):  # noqa: F811
+    aud = f"{lab.appview.did}#bsky_appview"
+    c = _client(lab, f"atproto rpc:app.bsky.feed.getTimeline?aud={quote(aud, safe='')}")
+    ok = c.xrpc("GET", "com.atproto.server.getServiceAuth", params={"aud": lab.appview.did, "lxm": "app.bsky.feed.getTimeline"})
+    assert ok.status_code == 200 and ok.json()["token"]
+    other = c.xrpc("GET", "com.atproto.server.getServiceAuth", params={"aud": lab.appview.did, "lxm": "app.bsky.feed.getAuthorFeed"})
+    assert other.status_code == 403 and "token" not in other.json()
+    any_method = c.xrpc("GET", "com.atproto.server.getServiceAuth", params={"aud": lab.appview.did})
+    assert any_method.status_code == 403 and "token" not in any_method.json()
+    c.http.close()

@@ -38,6 +38,8 @@ CHAT = "did:web:api.bsky.chat#bsky_chat"
     ({"atproto", f"rpc:app.bsky.feed.getTimeline?aud={APPVIEW}"}, RpcCall("app.bsky.feed.getTimeline", APPVIEW), True),
     ({"atproto", f"rpc:app.bsky.feed.getTimeline?aud={APPVIEW}"}, RpcCall("app.bsky.feed.getTimeline", "did:web:evil.example#x"), False),
     ({"atproto", "rpc:app.bsky.feed.getTimeline?aud=did:web:api.bsky.app%23bsky_appview"}, RpcCall("app.bsky.feed.getTimeline", APPVIEW), True),
+    ({"atproto", f"rpc:app.bsky.feed.getTimeline?aud={APPVIEW}"}, RpcCall("app.bsky.feed.getTimeline", "did:web:api.bsky.app"), True),
+    ({"atproto", f"rpc:app.bsky.feed.getTimeline?aud={APPVIEW}"}, RpcCall("app.bsky.feed.getTimeline", "did:web:api.bsky.app#other"), False),
     ({"atproto", "rpc:app.bsky.feed.getTimeline?aud=*"}, RpcCall("app.bsky.feed.getTimeline", "did:web:x.example#y"), True),
     ({"atproto", "transition:generic"}, RpcCall("app.bsky.feed.getTimeline", APPVIEW), True),
     ({"atproto", "transition:generic"}, RpcCall("chat.bsky.convo.listConvos", CHAT), False),

@@ -11,10 +11,10 @@ from typing import Any
 
 from litestar import Request, get, post
 
-from ..errors import AuthenticationRequired, InvalidRequest, InvalidToken
+from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidToken
 from ..services.account_status import account_status
 from .proxy import proxy_service
-from ..services.oauth.scopes import AccountAccess, scope_allows
+from ..services.oauth.scopes import AccountAccess, RpcCall, scope_allows
 from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."
@@ -157,6 +157,10 @@ async def get_service_auth(request: Request) -> dict:
         exp = int(raw_exp) if raw_exp is not None else None
     except ValueError:
         raise InvalidRequest("Error: exp must be an integer") from None
+    if ctx.kind == "oauth":  # an OAuth app may mint tokens only for the rpc: permissions it holds
+        if lxm is None:
+            raise Forbidden("OAuth apps must name the method (lxm) of a service-auth token")
+        ctx.require(RpcCall(lxm, aud))
     return {"token": await proxy_service(request).get_service_auth(ctx, aud, lxm, exp)}
 
 

@@ -222,8 +222,9 @@ def _perm_allows(perm: Permission, action: Action) -> bool:
     if isinstance(action, BlobUpload):
         return perm.resource == "blob" and any(_mime_matches(p, action.mime) for p in perm.values)
     if isinstance(action, RpcCall):
-        return (perm.resource == "rpc" and ("*" in perm.values or action.lxm in perm.values)
-                and perm.aud in ("*", action.aud))
+        # a bare DID (getServiceAuth's aud) matches a permission for any of that DID's services
+        aud_ok = perm.aud in ("*", action.aud) or ("#" not in action.aud and (perm.aud or "").split("#")[0] == action.aud)
+        return perm.resource == "rpc" and ("*" in perm.values or action.lxm in perm.values) and aud_ok
     if isinstance(action, AccountAccess):
         if perm.resource != "account" or perm.values[0] != action.attr:
             return False
