@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,8 +67,9 @@ def main() -> int:
         handle = f"bench{random.randrange(1 << 30):x}.test"
         t0 = time.perf_counter()
         did = init_tinypds(tmp / "old", old_port, handle)
-        info = gen_repo.write_repo_car(tmp / "repo.car", args.records, K256PrivateKey.generate(), did)
-        out = cli(tmp / "old", "import", str(tmp / "repo.car"), port=old_port)
+        gen_key = K256PrivateKey.generate()
+        info = gen_repo.write_repo_car(tmp / "repo.car", args.records, gen_key, did)
+        out = cli(tmp / "old", "import", str(tmp / "repo.car"), "--did-key", gen_key.public_key().did_key(), port=old_port)
         assert out.returncode == 0, out.stderr
         old = start_tinypds(tmp / "old", old_port)
         new = start_tinypds(tmp / "new", new_port)
@@ -93,6 +95,17 @@ def main() -> int:
                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             proc.stdin.write((PASSWORD + "\n").encode())
             proc.stdin.close()
+            hwm = [0.0]  # the CLI's own peak (VmHWM), read until it exits; wait4 adds its child processes
+
+            def watch() -> None:
+                while proc.poll() is None:
+                    try:
+                        hwm[0] = max(hwm[0], vm_hwm_mb(proc.pid))
+                    except (OSError, IndexError):
+                        return
+                    time.sleep(0.05)
+
+            threading.Thread(target=watch, daemon=True).start()
             _, wait_status, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - t1
             stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
@@ -103,7 +116,7 @@ def main() -> int:
             print(f"account: {status['indexedRecords']:,} records ({info['bytes'] / 1e6:.1f} MB CAR), "
                   f"{status['expectedBlobs']} blobs referenced ({blob_bytes / 1e6:.1f} MB uploaded); setup {setup:.1f} s")
             print(f"migrate in (CLI, end to end incl. PLC + checks): {elapsed:.1f} s")
-            print(f"peak RSS: CLI {usage.ru_maxrss / 1024:.0f} MB, old server {vm_hwm_mb(old.proc.pid):.0f} MB, "
+            print(f"peak RSS: CLI {hwm[0]:.0f} MB (with its child processes {usage.ru_maxrss / 1024:.0f} MB), old server {vm_hwm_mb(old.proc.pid):.0f} MB, "
                   f"new server {vm_hwm_mb(new.proc.pid):.0f} MB")
             print(stdout.strip())
         finally:
