@@ -223,14 +223,22 @@ class RepoService:
 
     def _commit_group(self, conn: Any, group: list[_Call]) -> None:
         """Writer thread, inside one write transaction: build and persist each call in turn."""
+        keys: list = []  # the signing key, looked up once per group (not once per commit)
+
+        def signer() -> Any:
+            if not keys:
+                keys.append(self._signer())
+            return keys[0]
+
         for call in group:
             try:
-                commit, results = self._build(conn, call.prepared, call.swap_commit, call.upsert)
+                commit, results = self._build(conn, call.prepared, call.swap_commit, call.upsert, signer)
             except Exception as exc:  # this call only: building wrote nothing
                 call.result = exc
                 continue
-            body = events_core.encode_body(events_core.commit_body(commit, iso_now(self._now())))
-            seq = repo_db.apply_commit(conn, commit, body, iso_now(self._now()))  # SQL errors: the group fails
+            now = iso_now(self._now())
+            body = events_core.encode_body(events_core.commit_body(commit, now))
+            seq = repo_db.apply_commit(conn, commit, body, now)  # SQL errors: the group fails
             call.result = CommitResult(commit.cid, commit.rev, seq, results, commit)
 
     def _prepare(self, w: Write) -> tuple[Write, bytes | None, CID | None]:
@@ -264,7 +272,8 @@ class RepoService:
     def _uri(self, collection: str, rkey: str) -> str:
         return f"at://{self.did}/{collection}/{rkey}"
 
-    def _build(self, conn: Any, prepared: list, swap_commit: CID | None, upsert: bool) -> tuple[Any, list[WriteResult]]:
+    def _build(self, conn: Any, prepared: list, swap_commit: CID | None, upsert: bool,
+               signer: Callable[[], Any]) -> tuple[Any, list[WriteResult]]:
         """The call's CommitData on top of the current root (writer thread; reads only)."""
         root = repo_db.get_root(conn, self.did)
         if root is None:
@@ -299,10 +308,10 @@ class RepoService:
             rec_writes.append(commit_core.RecordWrite(action, w.collection, rkey, cid, data))
             results.append(WriteResult(action, uri, cid))
         rev = self.clock.next_after(root.rev)
-        signer = self._signer()
+        key = signer()
         try:
             commit = commit_core.build_commit(
-                source, self.did, (root.commit_cid, root.data_cid, root.rev), rec_writes, rev, signer.sign
+                source, self.did, (root.commit_cid, root.data_cid, root.rev), rec_writes, rev, key.sign
             )
         except commit_core.CommitError as exc:  # our checks above should have caught these
             raise errors.InvalidRequest(str(exc)) from exc
