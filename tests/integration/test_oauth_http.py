@@ -154,6 +154,11 @@ def test_tokens_work_within_their_scope_only(client, pds):
     assert no_proof.status_code == 401 and 'error="invalid_dpop_proof"' in no_proof.headers["www-authenticate"]
     full_only = client.xrpc("POST", "com.atproto.server.createAppPassword", json={"name": "x"})
     assert full_only.status_code in (400, 403) and "password" not in full_only.json()
+    deactivate = client.xrpc("POST", "com.atproto.server.deactivateAccount", json={})
+    assert deactivate.status_code == 403 and "account:status?action=manage" in deactivate.json()["message"]
+    handle = client.xrpc("POST", "com.atproto.identity.updateHandle", json={"handle": "other.test"})
+    assert handle.status_code == 403 and "identity:handle" in handle.json()["message"]
+    assert client.http.get("/xrpc/com.atproto.repo.describeRepo", params={"repo": pds.did}).json()["handle"] == pds.handle
 
 
 def test_resource_server_nonce_and_refresh(client, pds):

@@ -16,6 +16,7 @@ from litestar import Request, post, get
 from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
 from ..services.migration import MigrationService
 from ..services.relay import after_event
+from ..services.oauth.scopes import AccountAccess
 from .routing import access_auth, body_str, json_body, query_int, query_str, services
 
 SERVER = "/xrpc/com.atproto.server."
@@ -70,13 +71,13 @@ async def create_account(request: Request) -> dict:
 
 @post(SERVER + "activateAccount", status_code=200)
 async def activate_account(request: Request) -> None:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=AccountAccess("status", "manage"))
     await _migration(request).activate(ctx.did)
 
 
 @post(SERVER + "deactivateAccount", status_code=200)
 async def deactivate_account(request: Request) -> None:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=AccountAccess("status", "manage"))
     await json_body(request, required=False)  # deleteAfter is accepted and not acted on
     await _migration(request).deactivate(ctx.did)
 
@@ -98,7 +99,7 @@ async def delete_account(request: Request) -> None:
 
 @post(REPO + "importRepo", status_code=200, request_max_body_size=None)
 async def import_repo(request: Request) -> None:
-    ctx = await access_auth(request, full=True)
+    ctx = await access_auth(request, full=True, scope=AccountAccess("repo", "manage"))
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if ctype not in ("application/vnd.ipld.car", "application/octet-stream", ""):
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {ctype}; expected application/vnd.ipld.car")
