@@ -142,7 +142,7 @@ class DpopVerifier:
         if access_token is not None and claims.get("ath") != access_token_hash(access_token):
             raise DpopError("invalid_dpop_proof", "DPoP ath does not match the access token")
         if not self.nonces.valid(claims.get("nonce")):
-            raise DpopError("use_dpop_nonce", "Authorization server requires nonce in DPoP proof")
+            raise DpopError("use_dpop_nonce", "DPoP proof needs the current server nonce (see the DPoP-Nonce header)")
         if not self.jtis.add(jti, iat + MAX_PROOF_AGE + MAX_CLOCK_SKEW):
             raise DpopError("invalid_dpop_proof", "DPoP proof replayed (jti already used)")
         return thumbprint(jwk)

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
+from ...core.jwt import b64url_encode
 from ...store import oauth as sql
 from ..auth import AuthContext
 from .clients import Client, ClientError, ClientRegistry
@@ -48,9 +49,7 @@ def _hash(secret: str) -> str:
 
 
 def _s256(verifier: str) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).decode("ascii").rstrip("=")
+    return b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 def _redirect_matches(requested: str, registered: str) -> bool:
