@@ -54,6 +54,23 @@ def ensure_lab() -> list[str]:
     return urls
 
 
+def ensure_plc() -> str:
+    """Only the PLC directory (tinypds <-> tinypds needs nothing else); skips when it cannot start."""
+    if _healthy("http://127.0.0.1:2582/_health"):
+        return PLC_URL
+    script = LAB / "ref-pds" / "start.sh"
+    if not script.exists():
+        pytest.skip(f"no lab: {script} not found (set TINYPDS_LAB)")
+    try:
+        proc = subprocess.run(["bash", str(script), "plc"], capture_output=True, text=True, timeout=420,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.skip("the PLC directory did not start within 420 s")
+    if proc.returncode != 0 or not _healthy("http://127.0.0.1:2582/_health"):
+        pytest.skip(f"the PLC directory did not start: {(proc.stderr or proc.stdout)[-500:]}")
+    return PLC_URL
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

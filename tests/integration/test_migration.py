@@ -22,6 +22,7 @@ from .migration_lab import (
     LAB,
     cli,
     ensure_lab,
+    ensure_plc,
     free_port,
     init_tinypds,
     pds_endpoint,
@@ -35,7 +36,14 @@ XRPC = "/xrpc/"
 
 @pytest.fixture(scope="module")
 def lab() -> list[str]:
+    """PLC + the two reference PDS instances."""
     return ensure_lab()
+
+
+@pytest.fixture(scope="module")
+def plc() -> str:
+    """Only the PLC directory (tinypds <-> tinypds)."""
+    return ensure_plc()
 
 
 @pytest.fixture
@@ -101,7 +109,7 @@ def ref_token_cmd(url: str) -> str:
 # ---- tinypds -> tinypds ----------------------------------------------------------------------
 
 
-def test_tinypds_to_tinypds(lab, tmp_path, servers):
+def test_tinypds_to_tinypds(plc, tmp_path, servers):
     handle = unique_handle("tt")
     old, acct, did = old_tinypds(tmp_path, servers, handle)
     before = acct.snapshot()
@@ -189,7 +197,7 @@ def new_status(url: str, handle: str) -> dict:
         acct.close()
 
 
-def test_old_pds_dies_mid_blob_copy_then_resume(lab, tmp_path, servers):
+def test_old_pds_dies_mid_blob_copy_then_resume(plc, tmp_path, servers):
     handle = unique_handle("fd")
     port = free_port()
     did = init_tinypds(tmp_path / "old", port, handle)
@@ -230,7 +238,7 @@ def acct_records_after(acct: Account) -> dict:
     return {rec["uri"]: rec["cid"] for rec in r.json()["records"]}
 
 
-def test_plc_submit_fails_then_resume(lab, tmp_path, servers):
+def test_plc_submit_fails_then_resume(plc, tmp_path, servers):
     handle = unique_handle("fp")
     old, acct, did = old_tinypds(tmp_path, servers, handle)
     before = acct.snapshot()
@@ -254,7 +262,7 @@ def test_plc_submit_fails_then_resume(lab, tmp_path, servers):
     assert_deactivated(acct.url, did)
 
 
-def test_corrupt_blob_stops_before_the_switch_then_roll_back_and_retry(lab, tmp_path, servers):
+def test_corrupt_blob_stops_before_the_switch_then_roll_back_and_retry(plc, tmp_path, servers):
     import sqlite3
 
     handle = unique_handle("fc")
@@ -318,7 +326,7 @@ def events(data_dir) -> list[tuple[str, str]]:
         db.close()
 
 
-def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
+def test_create_account_guards_events_and_delete(plc, tmp_path, servers):
     from tinypds.core.crypto import K256PrivateKey
     from tinypds.core.jwt import create_service_auth
     import time
@@ -410,7 +418,7 @@ def test_create_account_guards_events_and_delete(lab, tmp_path, servers):
     http.close()
 
 
-def test_sessions_are_refreshed_during_a_long_move(lab, tmp_path, servers):
+def test_sessions_are_refreshed_during_a_long_move(plc, tmp_path, servers):
     """Access tokens live 2 s here and the PLC token takes 3 s to arrive: every later call
     needs a refreshed session on both sides."""
     short = {"TINYPDS_ACCESS_TOKEN_SECONDS": "2"}
