@@ -23,6 +23,7 @@ from litestar.exceptions import HTTPException
 from . import errors
 from .config import Settings
 from .xrpc import ROUTES
+from .xrpc.oauth import dpop_nonce_header
 
 log = logging.getLogger("tinypds.app")
 
@@ -181,6 +182,7 @@ def create_app(
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers={Exception: xrpc_exception_handler},
+        before_send=[dpop_nonce_header],  # DPoP-Nonce on answers to OAuth (DPoP) requests
         cors_config=cors,
         lifespan=[lifespan],
         openapi_config=None,

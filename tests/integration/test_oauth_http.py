@@ -139,6 +139,8 @@ def test_tokens_work_within_their_scope_only(client, pds):
     assert tokens["sub"] == pds.did and tokens["token_type"] == "DPoP"
     ok = client.xrpc("POST", "com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "com.example.note", "record": NOTE})
     assert ok.status_code == 200, ok.text
+    assert ok.headers["dpop-nonce"] == client.dpop.nonce  # answers keep the client's nonce current
+    assert "dpop-nonce" not in client.http.get("/xrpc/_health").headers
     post = {"$type": "app.bsky.feed.post", "text": "nope", "createdAt": "2026-01-01T00:00:00.000Z"}
     denied = client.xrpc("POST", "com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "app.bsky.feed.post", "record": post})
     assert denied.status_code == 403 and denied.json()["error"] == "ScopeMissingError"

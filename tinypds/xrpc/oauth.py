@@ -263,11 +263,27 @@ class OAuthResourceError(AuthenticationRequired):
         self.status = 401
 
 
+_NONCE_KEY = "tinypds.dpop_nonce"
+
+
+async def dpop_nonce_header(message: Any, scope: Any) -> None:
+    """App-level before_send hook: answers to DPoP-authenticated requests carry the current
+    nonce, so clients stay current without a use_dpop_nonce round trip (which a streamed
+    upload could not retry)."""
+    nonce = scope.get(_NONCE_KEY)
+    if nonce and message.get("type") == "http.response.start":
+        headers = list(message.get("headers") or [])
+        if not any(k.lower() == b"dpop-nonce" for k, _ in headers):
+            headers.append((b"dpop-nonce", nonce.encode("ascii")))
+            message["headers"] = headers
+
+
 async def dpop_auth(request: Request, token: str) -> Any:
     """AuthContext for an OAuth access token presented with a DPoP proof."""
     oauth = services(request).extra.get("oauth")
     if oauth is None:
         raise InvalidToken("OAuth tokens are not accepted by this server")
+    request.scope[_NONCE_KEY] = oauth.dpop.nonces.current()  # type: ignore[literal-required]
     path = request.url.path
     try:
         return await oauth.verify_access(token, request.headers.get("dpop"), request.method,
