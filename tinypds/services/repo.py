@@ -206,13 +206,17 @@ class RepoService:
                 continue
             try:
                 await self.db.awrite(lambda conn: self._commit_group(conn, group))
-            except BaseException as exc:  # the transaction did not commit: nobody is acknowledged
+            except Exception as exc:  # the transaction did not commit: nobody is acknowledged
                 for call in group:
                     if not call.future.done():
                         call.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
                 continue
+            except BaseException:  # cancelled (loop shutdown): cancel the waiting calls (a transaction
+                # already on the writer thread still finishes; the firehose reads events from the table)
+                for call in [*group, *self._queue]:
+                    call.future.cancel()
+                self._queue.clear()
+                raise
             for call in group:  # in seq order: listeners first, then the caller
                 if isinstance(call.result, CommitResult):
                     self._notify(call.result.seq, call.result.commit)
