@@ -59,6 +59,7 @@ def _make_server_class():
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _skip_httpx_cli()  # footprint: before anything imports httpx
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["host"] = args.host
@@ -71,13 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     local = _is_loopback_host(settings.hostname)
     if local:
-        # a loopback PDS has no TLS and (by default) keeps its dev keys beside its data
-        changes: dict[str, Any] = {"dev": True}
-        if settings.key_file is None:
-            changes["key_file"] = settings.data_dir / "keys.json"
-            if settings.keyring_backend == "auto":
-                changes["keyring_backend"] = "file"
-        settings = settings.replace(**changes)
+        # a loopback PDS has no TLS; in dev mode KeyStore.open keeps the keys beside the data
+        settings = settings.replace(dev=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
 
@@ -90,6 +86,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _run(args, settings, port, local)
     finally:
         lock.release()
+
+
+def _skip_httpx_cli() -> None:
+    """httpx imports its command-line client (rich, pygments: ~5 MB of RSS) only to offer
+    `httpx.main`, which the server never calls: give it a stand-in before anything imports httpx."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        import types
+
+        stub = types.ModuleType("httpx._main")
+        stub.main = lambda: None  # type: ignore[attr-defined]
+        sys.modules["httpx._main"] = stub
 
 
 def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int:

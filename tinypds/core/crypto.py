@@ -10,13 +10,25 @@ legacy DID docs put an un-prefixed (maybe uncompressed) key in publicKeyMultibas
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import types
 
 import coincurve
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+
+@functools.cache
+def _p256() -> types.SimpleNamespace:
+    """`cryptography`'s EC API, imported on the first P-256 use: it costs ~7 MB of RSS and a
+    PDS whose own keys are secp256k1 may never meet a P-256 key (footprint, issue 8)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+    return types.SimpleNamespace(InvalidSignature=InvalidSignature, hashes=hashes, serialization=serialization, ec=ec,
+                                 decode_dss_signature=decode_dss_signature, encode_dss_signature=encode_dss_signature)
 
 K256_ORDER = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
 P256_ORDER = 0xFFFFFFFF_00000000_FFFFFFFF_FFFFFFFF_BCE6FAAD_A7179E84_F3B9CAC2_FC632551
@@ -140,7 +152,8 @@ class K256PublicKey(PublicKey):
         if rs is None:
             return False
         try:
-            return bool(self._key.verify(encode_dss_signature(*rs), bytes(msg), hasher=_sha256))
+            der = cdata_to_der(deserialize_compact(rs[0].to_bytes(32, "big") + rs[1].to_bytes(32, "big")))
+            return bool(self._key.verify(der, bytes(msg), hasher=_sha256))
         except Exception:
             return False
 
@@ -151,28 +164,31 @@ class P256PublicKey(PublicKey):
 
     def __init__(self, point: bytes):
         """`point`: 33-byte compressed or 65-byte uncompressed SEC1 encoding."""
+        c = _p256()
         try:
-            self._key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(point))
+            self._key = c.ec.EllipticCurvePublicKey.from_encoded_point(c.ec.SECP256R1(), bytes(point))
         except Exception as exc:
             raise ValueError("invalid P-256 public key") from exc
         self._compressed = self._key.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+            c.serialization.Encoding.X962, c.serialization.PublicFormat.CompressedPoint
         )
 
     def compressed(self) -> bytes:
         return self._compressed
 
     def uncompressed(self) -> bytes:
-        return self._key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        c = _p256()
+        return self._key.public_bytes(c.serialization.Encoding.X962, c.serialization.PublicFormat.UncompressedPoint)
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
         rs = _split_compact(sig, P256_ORDER)
         if rs is None:
             return False
+        c = _p256()
         try:
-            self._key.verify(encode_dss_signature(*rs), bytes(msg), ec.ECDSA(hashes.SHA256()))
+            self._key.verify(c.encode_dss_signature(*rs), bytes(msg), c.ec.ECDSA(c.hashes.SHA256()))
             return True
-        except (InvalidSignature, ValueError, TypeError):
+        except (c.InvalidSignature, ValueError, TypeError):
             return False
 
 
@@ -235,13 +251,15 @@ class K256PrivateKey(PrivateKey):
 class P256PrivateKey(PrivateKey):
     jwt_alg = "ES256"
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey):
+    def __init__(self, key: "ec.EllipticCurvePrivateKey"):  # noqa: F821 - cryptography is imported lazily
+        c = _p256()
         self._key = key
-        point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+        point = key.public_key().public_bytes(c.serialization.Encoding.X962, c.serialization.PublicFormat.CompressedPoint)
         self._public = P256PublicKey(point)
 
     @classmethod
     def generate(cls) -> "P256PrivateKey":
+        ec = _p256().ec
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
     @classmethod
@@ -249,6 +267,7 @@ class P256PrivateKey(PrivateKey):
         if len(secret) != 32:
             raise ValueError("P-256 private key must be 32 bytes")
         try:
+            ec = _p256().ec
             return cls(ec.derive_private_key(int.from_bytes(secret, "big"), ec.SECP256R1()))
         except Exception as exc:
             raise ValueError("invalid P-256 private key") from exc
@@ -260,8 +279,9 @@ class P256PrivateKey(PrivateKey):
         return self._public
 
     def sign(self, msg: bytes) -> bytes:
-        der = self._key.sign(bytes(msg), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
+        c = _p256()
+        der = self._key.sign(bytes(msg), c.ec.ECDSA(c.hashes.SHA256()))
+        r, s = c.decode_dss_signature(der)
         return _compact_low_s(r, s, P256_ORDER)
 
 

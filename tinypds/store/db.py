@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 APPLICATION_ID = 0x74504453  # "tPDS"
 BUSY_TIMEOUT_MS = 10_000
-CACHE_KIB = 32 * 1024
+CACHE_KIB = 32 * 1024  # the writer's page cache (MST writes revisit the same nodes)
+READER_CACHE_KIB = 4 * 1024  # each read connection's: several live on, so RSS stays bounded on a Pi
 READER_MMAP_BYTES = 256 * 1024 * 1024  # readers map the file: random block lookups skip pread copies
 
 Connection = apsw.Connection
@@ -198,6 +199,7 @@ class Database:
                 raise DatabaseError("database is closed")
             conn = _open(self.path)
             conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -228,6 +230,7 @@ class Database:
         """A private read connection holding one snapshot until the block ends (long streams)."""
         conn = _open(self.path)
         conn.execute("PRAGMA query_only=ON")
+        conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
         try:
             conn.execute("BEGIN")
