@@ -127,3 +127,49 @@ def test_status_without_a_database_says_so(tmp_path):
     out = cli(tmp_path / "nothing", "status")
     assert out.returncode == 1
     assert "none at" in out.stdout
+
+
+def test_status_identity_checks_without_network_for_a_dev_account(tmp_path):
+    server = start_server(tmp_path / "data")
+    server.stop()
+    out = cli(server.data_dir, "status", "--timeout", "1")
+    assert out.returncode == 0, out.stdout
+    assert "kept locally only" in out.stdout
+    assert "not checked (dev .test handle)" in out.stdout
+
+
+def test_status_resolution_lines(monkeypatch):
+    """The handle / DID document checks, with the resolvers answering from a table."""
+    from tinypds.services import identity, status
+
+    did, handle = "did:plc:abcdefghijklmnopqrstuvwx", "alice.example.com"
+    settings = load_settings({"hostname": "pds.example.com"}, environ={})
+    docs = {did: {"id": did, "alsoKnownAs": [f"at://{handle}"], "service": [
+        {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "https://pds.example.com"}]}}
+    handles = {handle: did, "bob.example.com": "did:plc:someoneelse23456789abcd"}
+
+    async def resolve_did(self, d, fresh=False):
+        if d not in docs:
+            raise identity.DidNotFound(f"no {d}")
+        return docs[d]
+
+    async def resolve_handle(self, h, fresh=False):
+        return handles.get(h)
+
+    monkeypatch.setattr(identity.DidResolver, "resolve", resolve_did)
+    monkeypatch.setattr(identity.HandleResolver, "resolve", resolve_handle)
+
+    def lines(d, h):
+        return {line.label: line for line in asyncio.run(status._resolution(settings, d, h, "https://plc.example", 1.0))}
+
+    good = lines(did, handle)
+    assert good["DID document"].ok and "https://pds.example.com" in good["DID document"].value
+    assert good["handle resolves"].ok and good["handle resolves"].value == f"{handle} -> {did}"
+
+    wrong = lines(did, "bob.example.com")
+    assert not wrong["handle resolves"].ok and "points at did:plc:someoneelse" in wrong["handle resolves"].value
+    assert not wrong["DID doc handle"].ok
+
+    missing = lines("did:plc:zzzzzzzzzzzzzzzzzzzzzzzz", "nobody.example.com")
+    assert not missing["DID document"].ok and "does not resolve" in missing["DID document"].value
+    assert not missing["handle resolves"].ok and "does not resolve" in missing["handle resolves"].value
