@@ -158,9 +158,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.plc_url:
         overrides["plc_url"] = args.plc_url
     settings = settings_from_args(args, **overrides)
-    if settings.dev and settings.key_file is None and settings.keyring_backend == "auto":
-        # a dev setup keeps its keys beside its data, like `tinypds serve` on a loopback host
-        settings = settings.replace(key_file=settings.data_dir / "keys.json", keyring_backend="file")
     if args.dev and args.did_method == "plc" and not args.plc_url:
         plc_url = None  # --dev alone: the genesis op stays in the local log
     else:

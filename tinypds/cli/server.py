@@ -72,13 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     local = _is_loopback_host(settings.hostname)
     if local:
-        # a loopback PDS has no TLS and (by default) keeps its dev keys beside its data
-        changes: dict[str, Any] = {"dev": True}
-        if settings.key_file is None:
-            changes["key_file"] = settings.data_dir / "keys.json"
-            if settings.keyring_backend == "auto":
-                changes["keyring_backend"] = "file"
-        settings = settings.replace(**changes)
+        # a loopback PDS has no TLS; in dev mode KeyStore.open keeps the keys beside the data
+        settings = settings.replace(dev=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
 

@@ -220,12 +220,16 @@ class KeyStore:
         """Pick the backend from settings (`keyring_backend`: auto | system | file; `key_file`).
 
         auto: keyring's configured backend unless it is the fail/null one (headless), then
-        the sealed file. `credentials_dir` (systemd's $CREDENTIALS_DIRECTORY, passed in by the
+        the sealed file. In dev mode (`settings.dev`) with no `key_file`, the sealed file is
+        DATA/keys.json, beside the database, whatever the backend setting says. `credentials_dir` (systemd's $CREDENTIALS_DIRECTORY, passed in by the
         caller) supplies the sealing secret as credential "tinypds-keys" when present.
         """
         mode = getattr(settings, "keyring_backend", "auto") or "auto"
         if mode not in ("auto", "system", "file"):
             raise KeyStoreError(f"unknown keyring backend {mode!r}: use auto, system or file")
+        dev = bool(getattr(settings, "dev", False))
+        if dev and mode == "auto":
+            mode = "file"  # a dev setup keeps its keys beside its data (see below)
         if mode != "file":
             system = keyring.get_keyring()
             if not _unusable(system):
@@ -235,7 +239,10 @@ class KeyStore:
                     "no usable system keyring (headless?); set TINYPDS_KEYRING_BACKEND=file "
                     "or configure keyring (PYTHON_KEYRING_BACKEND)"
                 )
-        key_file = getattr(settings, "key_file", None) or DEFAULT_KEY_FILE
+        key_file = getattr(settings, "key_file", None)
+        if key_file is None:
+            # one rule for every command (serve, init, plc token, key export, status ...)
+            key_file = Path(settings.data_dir) / "keys.json" if dev else DEFAULT_KEY_FILE
         if credentials_dir is None:
             credentials_dir = getattr(settings, "credentials_dir", None)
         secret = None
