@@ -1,4 +1,4 @@
-"""OAuth authorization-server rows (SQL only; schema in migrations/0007_oauth.sql).
+"""OAuth authorization-server rows (SQL only; schema in migrations/0006_oauth.sql).
 
 Every function takes a connection (inside `Database.write`/`read`). Must not import
 services. Secrets arrive already hashed. Tricky bits: code redemption and refresh rotation

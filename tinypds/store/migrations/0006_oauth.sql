@@ -1,4 +1,4 @@
--- 0007: the OAuth authorization server (atproto OAuth profile).
+-- 0006: the OAuth authorization server (atproto OAuth profile).
 -- Secrets (codes, tokens, device ids) are stored only as sha256 hex hashes. Times are unix seconds.
 
 -- Pushed authorization requests (PAR). A row lives until it expires; once the user allows,
