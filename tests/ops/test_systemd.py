@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -100,17 +102,58 @@ def test_unit_is_hardened():
     assert d["ExecStart"][0].endswith("tinypds serve")
 
 
-def test_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("names", [("tinypds.service",), ("tinypds-backup.service", "tinypds-backup.timer")])
+def test_systemd_analyze_verify(tmp_path, names):
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze is not installed here (CI images with systemd run this check)")
-    # verify also checks that ExecStart exists: point it at this checkout's interpreter
-    text = UNIT.read_text().replace("/opt/tinypds/venv/bin/tinypds serve", f"{sys.executable} -m tinypds.cli serve")
-    unit = tmp_path / "tinypds.service"
-    unit.write_text(text)
-    out = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    paths = []
+    for name in names:
+        # verify also checks that executables exist: point them at this checkout's interpreter
+        text = (ROOT / "systemd" / name).read_text().replace("/opt/tinypds/venv/bin/tinypds serve",
+                                                              f"{sys.executable} -m tinypds.cli serve")
+        text = text.replace("/opt/tinypds/venv/bin/tinypds", f"{sys.executable} -m tinypds.cli")
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    out = subprocess.run([tool, "verify", *paths], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "tinypds.service" not in out.stderr, out.stderr  # no warnings about our unit
+    for name in names:
+        assert name not in out.stderr, out.stderr  # no warnings about our units
+
+
+def _unescape(value: str) -> str:
+    """systemd's command-line escapes: %% -> %, $$ -> $ (our units use no other specifiers)."""
+    return value.replace("%%", "%").replace("$$", "$")
+
+
+def test_backup_service_commands_make_a_backup_and_prune_old_ones(tmp_path):
+    """Run the backup unit's ExecStart/ExecStartPost as its shell would, against a live server."""
+    from .conftest import server_env, start_server
+
+    unit = (ROOT / "systemd" / "tinypds-backup.service").read_text()
+    cmds = {k: _unescape(v) for k, v in (line.split("=", 1) for line in unit.splitlines()
+                                          if line.startswith(("ExecStart=", "ExecStartPost=")))}
+    server = start_server(tmp_path / "state")
+    backups = tmp_path / "state" / "backups"
+    backups.mkdir()
+    old = backups / "tinypds-20000101T000000Z.sqlite"
+    old.write_bytes(b"old")
+    os.utime(old, (946684800, 946684800))
+    kept = backups / "notes.txt"
+    kept.write_text("not a backup")
+    try:
+        for key in ("ExecStart", "ExecStartPost"):
+            cmd = cmds[key].replace("/opt/tinypds/venv/bin/tinypds", f"{sys.executable} -m tinypds.cli")
+            cmd = cmd.replace("/var/lib/tinypds", str(tmp_path / "state"))
+            argv = shlex.split(cmd)
+            out = subprocess.run(argv, env=server_env({"TINYPDS_DATA_DIR": str(tmp_path / "state")}),
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, (key, out.stdout, out.stderr)
+    finally:
+        server.stop()
+    made = sorted(p.name for p in backups.glob("tinypds-*.sqlite"))
+    assert len(made) == 1 and re.fullmatch(r"tinypds-\d{8}T\d{6}Z\.sqlite", made[0]), made
+    assert not old.exists() and kept.exists()
 
 
 def test_admin_wrapper_matches_the_unit():
