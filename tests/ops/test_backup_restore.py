@@ -217,3 +217,13 @@ def test_restore_over_a_stopped_database_keeps_the_old_one_and_seq_moves_on(stop
     seq, kind = _query(data_dir / "tinypds.sqlite", "SELECT seq, type FROM events ORDER BY seq DESC LIMIT 1")
     assert kind == "#sync"
     assert seq > seq_before, "seq went backwards after restoring an older backup"
+
+
+def test_restore_without_keys_warns_when_the_key_store_lacks_them(stopped_with_backup, tmp_path):
+    _, backup = stopped_with_backup  # made without --with-keys
+    fresh = tmp_path / "elsewhere"
+    out = cli(fresh, "restore", str(backup))
+    assert out.returncode == 0, out.stderr
+    assert "holds no keys" in out.stderr and "tinypds key import" in out.stderr
+    assert (fresh / "tinypds.sqlite").exists()
+    assert "restored the" not in out.stdout

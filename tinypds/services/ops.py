@@ -128,7 +128,9 @@ def backup(settings: Any, dest: Path | str, *, keys: Any = None, passphrase: str
             raise OpsError("the database has no account yet; there are no keys to back up")
         dids = [did] + ([settings.service_did] if settings.service_did != did else [])
         sealed = keys.export_sealed(dids, passphrase)
-        pairs = [(d, p) for d in dids for p in ("signing", "rotation", "jwt") if keys.has_key(d, p)]
+        from .keys import PURPOSES
+
+        pairs = [(d, p) for d in dids for p in PURPOSES if keys.has_key(d, p)]
 
     prepare = None
     if sealed is not None:
@@ -232,19 +234,27 @@ def restore(settings: Any, src: Path | str, *, keys_factory: Callable[[], Any] |
             db.close()  # checkpoints: the copy is one complete file again
 
         restored: list[tuple[str, str]] = []
-        keys = keys_factory() if keys_factory is not None else None
+        keys = None
         if sealed is not None:
-            if keys is None or passphrase is None:
+            if keys_factory is None or passphrase is None:
                 raise OpsError("the backup holds sealed keys but no key store or passphrase was given")
+            keys = keys_factory()
             try:
                 restored = keys.import_sealed(sealed, passphrase(), overwrite=overwrite_keys)
             except ValueError as exc:
                 raise OpsError(f"cannot unseal the keys in {src}: {exc}") from None
-        elif keys is not None and check.did is not None and not keys.has_key(check.did, "signing"):
-            warnings.append(
-                f"the backup holds no keys and {keys.backend_name()} has no signing key for {check.did}; "
-                "restore them with `tinypds key import FILE` before starting the server"
-            )
+        elif keys_factory is not None and check.did is not None:
+            try:
+                keys = keys_factory()
+                has = keys.has_key(check.did, "signing")
+            except Exception as exc:  # noqa: BLE001 - only a check; the restore itself does not need keys
+                warnings.append(f"could not check the key store for {check.did}'s keys: {exc}")
+                has = True
+            if not has:
+                warnings.append(
+                    f"the backup holds no keys and {keys.backend_name()} has no signing key for {check.did}; "
+                    "restore them with `tinypds key import FILE` before starting the server"
+                )
 
         previous = None
         if settings.db_path.exists():
