@@ -227,3 +227,18 @@ def test_restore_without_keys_warns_when_the_key_store_lacks_them(stopped_with_b
     assert "holds no keys" in out.stderr and "tinypds key import" in out.stderr
     assert (fresh / "tinypds.sqlite").exists()
     assert "restored the" not in out.stdout
+
+
+def test_commands_on_a_live_database_never_checkpoint_it(served, tmp_path):
+    """status, config check and backup only read: a forced checkpoint would hold up the server's writes."""
+    server, client = served
+    for i in range(5):
+        client.post(f"wal {i}")
+    wal = server.data_dir / "tinypds.sqlite-wal"
+    size = wal.stat().st_size
+    assert size > 0
+    for args, stdin in ((["status", "--offline"], None), (["config", "check"], None),
+                        (["backup", str(tmp_path / "k.sqlite"), "--with-keys", "--passphrase-stdin"], PASSPHRASE)):
+        out = cli(server.data_dir, *args, stdin=stdin)
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+        assert wal.stat().st_size >= size, f"`tinypds {args[0]}` checkpointed the live database"

@@ -80,10 +80,10 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _local_did(db: Database) -> str | None:
-    from .account import get_account
+def _local_did(conn: Any) -> str | None:
+    from ..store.accounts import get_account
 
-    account = get_account(db)
+    account = get_account(conn)
     return account.did if account is not None else None
 
 
@@ -116,14 +116,10 @@ def backup(settings: Any, dest: Path | str, *, keys: Any = None, passphrase: str
     if passphrase is not None:
         if keys is None:
             raise OpsError("sealing keys needs the key store")
-        try:
-            db = Database.open(settings.db_path, create=False, migrate=False)
+        try:  # a private read snapshot: Database.close() would checkpoint under the running server
+            did = store_ops.read_only(settings.db_path, _local_did)
         except DatabaseError as exc:
             raise OpsError(str(exc)) from None
-        try:
-            did = _local_did(db)
-        finally:
-            db.close()
         if did is None:
             raise OpsError("the database has no account yet; there are no keys to back up")
         dids = [did] + ([settings.service_did] if settings.service_did != did else [])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import ops as store_ops
-from ..store.db import Database, DatabaseError
+from ..store.db import DatabaseError
 from .ops import server_running
 
 
@@ -87,27 +87,23 @@ async def _resolution(settings: Any, did: str, handle: str | None, plc_url: str 
 
 def status(settings: Any, *, network: bool = True, timeout: float = 3.0) -> list[Line]:
     """Status lines for the data directory (account, repo, blobs, firehose, files, keys, identity)."""
-    from .account import get_account
+    from ..store.accounts import get_account
+    from ..store.identity import get_identity
+    from ..store.repo import get_root
     from .keys import KeyStore, KeyStoreError
 
     path = settings.db_path
     if not path.exists():
         return [Line("database", f"none at {path}", ok=False)]
     lines = [Line("server", "running" if server_running(settings.data_dir) else "not running")]
-    try:
-        db = Database.open(path, create=False, migrate=False)
+
+    def snapshot(conn: Any) -> tuple:
+        return get_account(conn), store_ops.figures(conn), get_root(conn), get_identity(conn)
+
+    try:  # a private read snapshot: never holds up a running server's writes
+        account, fig, root, ident = store_ops.read_only(path, snapshot)
     except DatabaseError as exc:
         return lines + [Line("database", str(exc), ok=False)]
-    try:
-        account = get_account(db)
-        fig = db.read(store_ops.figures, snapshot=True)
-        from ..store.identity import get_identity
-        from ..store.repo import get_root
-
-        root = db.read(get_root)
-        ident = db.read(get_identity)
-    finally:
-        db.close()
     if account is None:
         lines.append(Line("account", "none yet (run `tinypds init`)", ok=False))
     else:
@@ -161,8 +157,7 @@ def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
         out.append(f"error: data directory {d} is not writable by this user")
     if settings.db_path.exists():
         try:
-            check = Database.open(settings.db_path, create=False, migrate=False)
-            check.close()
+            store_ops.read_only(settings.db_path, lambda conn: None)
         except DatabaseError as exc:
             out.append(f"error: {exc}")
     if check_keys:

@@ -242,3 +242,36 @@ def signing_key(conn: Conn, did: str | None) -> str | None:
         return None
     row = conn.execute("SELECT signing_key FROM identity WHERE did = ?", (did,)).fetchone()
     return row[0] if row else None
+
+
+def read_only(path: Path | str, fn: Callable[[Conn], Any]) -> Any:
+    """fn(conn) in one read snapshot on a private connection that never checkpoints.
+
+    For commands that look at a database a server may be using (status, config check):
+    unlike Database.close(), closing this connection never forces a WAL checkpoint, which
+    would hold up the server's writes. Refuses files that are not tinypds databases.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatabaseError(f"no database at {path}")
+    conn = _open_source(path)
+    try:
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = schema.current_version(conn)
+        except apsw.NotADBError as exc:
+            raise DatabaseError(f"{path} is not an SQLite database") from exc
+        if app_id != APPLICATION_ID:
+            raise DatabaseError(f"{path} is not a tinypds database (application_id {app_id:#x})")
+        if version > schema.latest_version():
+            raise DatabaseError(f"database schema version {version} is newer than this tinypds knows "
+                                f"({schema.latest_version()}); upgrade tinypds")
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+    except apsw.Error as exc:
+        raise DatabaseError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
