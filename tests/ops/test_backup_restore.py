@@ -242,3 +242,11 @@ def test_commands_on_a_live_database_never_checkpoint_it(served, tmp_path):
         out = cli(server.data_dir, *args, stdin=stdin)
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         assert wal.stat().st_size >= size, f"`tinypds {args[0]}` checkpointed the live database"
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(served):
+    server, _ = served
+    out = cli(server.data_dir, "serve", "--host", "127.0.0.1", "--port", "0", timeout=60)
+    assert out.returncode == 1
+    assert "is running on" in out.stderr
+    assert server.proc.poll() is None  # the first one is untouched

@@ -77,11 +77,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
 
-    from ..services.ops import ServerLock
+    from ..services.ops import OpsError, ServerLock
 
     lock = ServerLock(settings.data_dir)  # held until the database is closed (restore checks it)
-    if not lock.acquire():
-        raise CliError(f"another tinypds server is already running on {settings.data_dir}")
+    try:
+        if not lock.acquire():
+            raise CliError(f"another tinypds server (or a restore) is running on {settings.data_dir}")
+    except OpsError as exc:
+        raise CliError(str(exc)) from None
     try:
         return _run(args, settings, port, local)
     finally:

@@ -41,15 +41,24 @@ class ServerLock:
 
     def acquire(self) -> bool:
         """Take the lock without waiting; False if another process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        writable = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError:
+            try:  # another user's lock file: a read-only descriptor can still take the lock
+                fd, writable = os.open(self.path, os.O_RDONLY), False
+            except OSError as exc:
+                raise OpsError(f"cannot open {self.path} ({exc.strerror}); run this as the data "
+                               "directory's owner (under systemd: tinypds-admin)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if writable:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return True
 

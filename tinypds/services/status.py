@@ -15,7 +15,7 @@ from typing import Any
 
 from ..store import ops as store_ops
 from ..store.db import DatabaseError
-from .ops import server_running
+from .ops import OpsError, server_running
 
 
 @dataclass
@@ -95,7 +95,10 @@ def status(settings: Any, *, network: bool = True, timeout: float = 3.0) -> list
     path = settings.db_path
     if not path.exists():
         return [Line("database", f"none at {path}", ok=False)]
-    lines = [Line("server", "running" if server_running(settings.data_dir) else "not running")]
+    try:
+        lines = [Line("server", "running" if server_running(settings.data_dir) else "not running")]
+    except OpsError as exc:
+        lines = [Line("server", f"unknown: {exc}", ok=False)]
 
     def snapshot(conn: Any) -> tuple:
         return get_account(conn), store_ops.figures(conn), get_root(conn), get_identity(conn)
