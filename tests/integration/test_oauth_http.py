@@ -156,6 +156,8 @@ def test_tokens_work_within_their_scope_only(client, pds):
     assert no_proof.status_code == 401 and 'error="invalid_dpop_proof"' in no_proof.headers["www-authenticate"]
     full_only = client.xrpc("POST", "com.atproto.server.createAppPassword", json={"name": "x"})
     assert full_only.status_code in (400, 403) and "password" not in full_only.json()
+    listing = client.xrpc("GET", "com.atproto.server.listAppPasswords")
+    assert listing.status_code == 403 and "passwords" not in listing.json()
     deactivate = client.xrpc("POST", "com.atproto.server.deactivateAccount", json={})
     assert deactivate.status_code == 403 and "account:status?action=manage" in deactivate.json()["message"]
     handle = client.xrpc("POST", "com.atproto.identity.updateHandle", json={"handle": "other.test"})

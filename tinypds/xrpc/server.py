@@ -114,6 +114,8 @@ async def create_app_password(request: Request) -> dict:
 @get(NS + "listAppPasswords")
 async def list_app_passwords(request: Request) -> dict:
     ctx = await access_auth(request)
+    if ctx.kind == "oauth":  # app-password management is for the account holder's own sessions
+        raise Forbidden("This method is not available to OAuth apps")
     return {"passwords": await _auth_service(request).list_app_passwords(ctx)}
 
 
