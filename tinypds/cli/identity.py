@@ -148,7 +148,7 @@ def _write_config(data_dir: Path, values: dict[str, Any]) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError, SealedFileKeyring
+    from ..services.keys import KeyStoreError, SealedFile
     from ..services.local_identity import build_local_identity, open_database
     from ..services.passwords import hash_password
 
@@ -175,7 +175,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                            "init runs once per data directory")
     password = _secret("Password", args.password_stdin)
     keys = _open_keys(settings)
-    sealed = isinstance(getattr(keys, "_backend", None), SealedFileKeyring)
+    sealed = isinstance(getattr(keys, "_backend", None), SealedFile)  # also SealedFileKeyring
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(settings)
 

@@ -1,12 +1,13 @@
 """Private keys (repo signing, PLC rotation) in the OS keyring, or a sealed file when headless.
 
 Sole importer of `keyring`. Entries: service "tinypds", username f"{did}:{purpose}", value
-the hex secret ("p256:" prefix for P-256). `SealedFileKeyring` is a keyring backend that
-keeps entries in a 0600 JSON file, each value sealed (pynacl SecretBox) under a 32-byte
-secret from a 0600 file beside it or a systemd credential. Never reads os.environ itself
-(keyring may read PYTHON_KEYRING_BACKEND / KEYRING_PROPERTY_*). Tricky bits: a missing key
-is an error naming the fix, never a reason to generate one; the sealing secret is only
-created together with a new, empty store, so entries are never orphaned.
+the hex secret ("p256:" prefix for P-256). `SealedFile` keeps entries in a 0600 JSON file,
+each value sealed (pynacl SecretBox) under a 32-byte secret from a 0600 file beside it or a
+systemd credential; `SealedFileKeyring` is the same store as a keyring backend. Never reads
+os.environ itself (keyring may read PYTHON_KEYRING_BACKEND / KEYRING_PROPERTY_*). Tricky
+bits: a missing key is an error naming the fix, never a reason to generate one; the sealing
+secret is only created together with a new, empty store, so entries are never orphaned;
+keyring is imported only when a keyring backend is used (the file store runs without it).
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ import base64
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-import keyring
-import keyring.backend
-import keyring.backends.chainer
-import keyring.backends.fail
-import keyring.backends.null
-import keyring.errors
 import nacl.exceptions
 import nacl.pwhash
 import nacl.secret
@@ -73,21 +69,19 @@ def _read_private(path: Path, what: str) -> bytes:
     return path.read_bytes()
 
 
-class SealedFileKeyring(keyring.backend.KeyringBackend):
-    """A keyring backend for headless machines: one 0600 JSON file of sealed entries.
+class SealedFile:
+    """The headless key store: one 0600 JSON file of sealed entries, with keyring's
+    get/set/delete_password API but without importing keyring (its import costs ~3.4 MB of
+    RSS, a lot on a Pi). `SealedFileKeyring` is the same store as a real keyring backend.
 
     `file_path`: the entries file. `secret_path`: the 32-byte sealing secret (hex); default
-    `<file_path>.secret` beside it, or a systemd credential file. Both may also be set via
-    keyring's KEYRING_PROPERTY_FILE_PATH / KEYRING_PROPERTY_SECRET_PATH.
+    `<file_path>.secret` beside it, or a systemd credential file.
     """
-
-    # Negative: never auto-detected by keyring, only chosen explicitly.
-    priority = -0.5  # type: ignore[assignment]
 
     def __init__(self, file_path: str | Path | None = None, secret_path: str | Path | None = None):
         self.file_path = file_path or DEFAULT_KEY_FILE
         self.secret_path = secret_path
-        super().__init__()  # applies KEYRING_PROPERTY_* overrides
+        super().__init__()  # SealedFileKeyring: keyring's backend init (KEYRING_PROPERTY_* overrides)
 
     # paths may arrive as strings from keyring's property mechanism
     @property
@@ -167,19 +161,59 @@ class SealedFileKeyring(keyring.backend.KeyringBackend):
         self._save(entries)
 
     def delete_password(self, service: str, username: str) -> None:
+        """Remove an entry; KeyError if there is none (SealedFileKeyring: PasswordDeleteError)."""
         entries = self._load()
         if username not in entries.get(service, {}):
-            raise keyring.errors.PasswordDeleteError(f"no entry {username!r}")
+            raise self._missing(f"no entry {username!r}")
         del entries[service][username]
         if not entries[service]:
             del entries[service]
         self._save(entries)
 
+    _missing = KeyError
+
+
+def _make_keyring_backend() -> type:
+    import keyring.backend
+    import keyring.errors
+
+    class SealedFileKeyring(SealedFile, keyring.backend.KeyringBackend):
+        """SealedFile as a keyring backend (PYTHON_KEYRING_BACKEND=tinypds.services.keys.SealedFileKeyring).
+
+        Both paths may also be set via keyring's KEYRING_PROPERTY_FILE_PATH / KEYRING_PROPERTY_SECRET_PATH.
+        """
+
+        # Negative: never auto-detected by keyring, only chosen explicitly.
+        priority = -0.5  # type: ignore[assignment]
+        _missing = keyring.errors.PasswordDeleteError
+
+    SealedFileKeyring.__module__ = __name__
+    SealedFileKeyring.__qualname__ = "SealedFileKeyring"
+    return SealedFileKeyring
+
+
+def __getattr__(name: str) -> Any:
+    """`SealedFileKeyring` is built (importing keyring) on first use."""
+    if name == "SealedFileKeyring":
+        cls = globals()["SealedFileKeyring"] = _make_keyring_backend()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ---- the key store ------------------------------------------------------------------------
 
 
-def _unusable(backend: keyring.backend.KeyringBackend) -> bool:
+def _keyring_errors(name: str = "KeyringError") -> tuple[type[BaseException], ...]:
+    """keyring's exception class, if keyring is loaded at all (a SealedFile never raises it)."""
+    errors = sys.modules.get("keyring.errors")
+    return (getattr(errors, name),) if errors is not None else ()
+
+
+def _unusable(backend: Any) -> bool:
+    import keyring.backends.chainer
+    import keyring.backends.fail
+    import keyring.backends.null
+
     if isinstance(backend, (keyring.backends.fail.Keyring, keyring.backends.null.Keyring)):
         return True
     if isinstance(backend, keyring.backends.chainer.ChainerBackend):
@@ -212,7 +246,8 @@ def _check(did: str, purpose: str) -> str:
 class KeyStore:
     """Private keys by (did, purpose) on one keyring backend."""
 
-    def __init__(self, backend: keyring.backend.KeyringBackend):
+    def __init__(self, backend: Any):
+        """`backend`: a keyring backend or a SealedFile (anything with keyring's password API)."""
         self._backend = backend
 
     @classmethod
@@ -231,6 +266,8 @@ class KeyStore:
         if dev and mode == "auto":
             mode = "file"  # a dev setup keeps its keys beside its data (see below)
         if mode != "file":
+            import keyring
+
             system = keyring.get_keyring()
             if not _unusable(system):
                 return cls(system)
@@ -248,25 +285,25 @@ class KeyStore:
         secret = None
         if credentials_dir is not None and (Path(credentials_dir) / CREDENTIAL_NAME).exists():
             secret = Path(credentials_dir) / CREDENTIAL_NAME
-        return cls(SealedFileKeyring(key_file, secret))
+        return cls(SealedFile(key_file, secret))
 
     def backend_name(self) -> str:
         b = self._backend
-        if isinstance(b, SealedFileKeyring):
+        if isinstance(b, SealedFile):
             return str(b)
         return f"{type(b).__module__}.{type(b).__qualname__}"
 
     def _get(self, username: str) -> str | None:
         try:
             return self._backend.get_password(SERVICE, username)
-        except keyring.errors.KeyringError as exc:
+        except _keyring_errors() as exc:
             raise KeyStoreError(f"keyring {self.backend_name()} failed: {exc}") from exc
 
     def put_key(self, did: str, purpose: str, key: PrivateKey) -> None:
         username = _check(did, purpose)
         try:
             self._backend.set_password(SERVICE, username, _encode_key(key))
-        except keyring.errors.KeyringError as exc:
+        except _keyring_errors() as exc:
             raise KeyStoreError(f"keyring {self.backend_name()} failed: {exc}") from exc
 
     def has_key(self, did: str, purpose: str) -> bool:
@@ -291,9 +328,9 @@ class KeyStore:
         username = _check(did, purpose)
         try:
             self._backend.delete_password(SERVICE, username)
-        except keyring.errors.PasswordDeleteError:
+        except (KeyError, *_keyring_errors("PasswordDeleteError")):
             return False
-        except keyring.errors.KeyringError as exc:
+        except _keyring_errors() as exc:
             raise KeyStoreError(f"keyring {self.backend_name()} failed: {exc}") from exc
         return True
 
