@@ -11,7 +11,7 @@ import pytest
 from tinypds.config import load_settings
 from tinypds.logging_setup import RequestLog
 
-from .conftest import Client, cli, server_env, start_server
+from .conftest import Client, cli, start_server
 
 
 async def _app(scope, receive, send):

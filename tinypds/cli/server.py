@@ -10,7 +10,6 @@ creates a local dev account and prints its handle and password once.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from typing import Any

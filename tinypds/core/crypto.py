@@ -251,7 +251,7 @@ class K256PrivateKey(PrivateKey):
 class P256PrivateKey(PrivateKey):
     jwt_alg = "ES256"
 
-    def __init__(self, key: "ec.EllipticCurvePrivateKey"):  # noqa: F821 - cryptography is imported lazily
+    def __init__(self, key: object):  # cryptography's EllipticCurvePrivateKey (imported lazily)
         c = _p256()
         self._key = key
         point = key.public_key().public_bytes(c.serialization.Encoding.X962, c.serialization.PublicFormat.CompressedPoint)

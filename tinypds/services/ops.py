@@ -137,15 +137,13 @@ def backup(settings: Any, dest: Path | str, *, keys: Any = None, passphrase: str
 
         pairs = [(d, p) for d in dids for p in PURPOSES if keys.has_key(d, p)]
 
-    prepare = None
-    if sealed is not None:
-        created = _iso_now()
+    created = _iso_now()
 
-        def prepare(conn: Any) -> None:
-            store_ops.put_sealed_keys(conn, sealed, created)
+    def seal_keys(conn: Any) -> None:
+        store_ops.put_sealed_keys(conn, sealed, created)
 
     try:
-        pages = store_ops.copy_file(settings.db_path, dest, progress, prepare=prepare)
+        pages = store_ops.copy_file(settings.db_path, dest, progress, prepare=seal_keys if sealed is not None else None)
     except DatabaseError as exc:
         raise OpsError(str(exc)) from None
     try:
