@@ -162,3 +162,27 @@ def test_closed_database_refuses_work(tmp_path):
     db.close()
     with pytest.raises(DatabaseError):
         db.write(lambda c: None)
+
+
+def test_close_does_not_wait_for_another_process_using_the_file(tmp_path):
+    """A CLI command closing its handle on a live server's database must not stall the server:
+    the final checkpoint reports busy at once instead of waiting out the busy timeout."""
+    path = tmp_path / "tinypds.sqlite"
+    server = Database.open(path)
+    server.write(lambda c: c.execute("INSERT INTO meta (key, value) VALUES ('x', 1)"))
+    other = apsw.Connection(str(path))  # stands for the server's reader mid-stream
+    other.execute("BEGIN")
+    other.execute("SELECT count(*) FROM meta").fetchall()
+    cli = Database.open(path)
+    done = threading.Event()
+    threading.Thread(target=lambda: (cli.close(), done.set()), daemon=True).start()
+    try:
+        assert done.wait(5), "close() waited for the other connection (busy timeout is 10 s)"
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        done.wait(15)
+        server.close()
+    check = Database.open(path)
+    assert check.read(lambda c: c.execute("SELECT value FROM meta WHERE key='x'").fetchone()[0]) == 1
+    check.close()

@@ -136,7 +136,12 @@ class Database:
             def _close() -> None:
                 assert self._writer_conn is not None
                 try:
-                    self._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    # never wait here: if another process (a live server) is using the file,
+                    # the checkpoint reports busy at once and that process's own close completes it
+                    self._writer_conn.set_busy_timeout(0)
+                    self._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except apsw.BusyError:
+                    pass
                 finally:
                     self._writer_conn.close()
             self._writer_pool.submit(_close).result()
