@@ -61,6 +61,11 @@ def _to_xrpc_error(exc: Exception, request: Request) -> errors.XrpcError:
         return exc
     if isinstance(exc, HTTPException):
         code = exc.status_code
+        if code == 500 and exc.detail == "client disconnected prematurely":
+            # the client went away mid-body (e.g. an aborted upload): nothing to report,
+            # and nobody is listening for the answer
+            log.info("client disconnected during %s %s", request.method, request.url.path)
+            return errors.InvalidRequest("Client disconnected")
         if code == 405:
             return errors.MethodNotAllowed(f"Method {request.method} not allowed for {request.url.path}")
         if code == 404:

@@ -110,7 +110,7 @@ def test_size_limit(start_pds):
 
 
 def test_client_disconnect_mid_upload_leaves_nothing(start_pds):
-    """A client that goes away mid-body leaves no blob rows (own server: the abort is logged)."""
+    """A client that goes away mid-body leaves no blob rows and no error traceback in the log."""
     import socket
     import time
     from urllib.parse import urlparse
@@ -142,5 +142,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(start_pds):
             wait_for(lambda c: c.get("uploading", 0) == 1 and c["parts"] > 0, "the upload never reached the database")
         counts = wait_for(lambda c: "uploading" not in c and "dead" not in c, "interrupted upload left rows behind")
         assert counts == {"parts": 0}
+        log = pds.stderr_path.read_text(errors="replace")
+        assert "Traceback" not in log and "unhandled error" not in log  # an aborted upload is not a server error
     finally:
         db.close()
