@@ -14,7 +14,8 @@ import pytest
 
 from tinypds.core.crypto import P256PrivateKey
 from tinypds.services import passwords
-from tinypds.services.oauth.clients import ClientError, ClientRegistry, is_public_address, loopback_client, safe_http_client
+from tinypds.services.oauth.clients import ClientError, ClientRegistry, loopback_client, safe_http_client
+from tinypds.services.safe_http import is_public_address
 from tinypds.services.oauth.server import OAuthError, OAuthService
 from tinypds.store import accounts
 from tinypds.store.db import Database

@@ -270,3 +270,31 @@ def test_get_service_auth_tokens():
 
     run(go())
     assert svc.keys.calls == 1  # the signing key is read from the key store once, then cached
+
+
+def test_a_did_named_target_that_resolves_to_a_private_address_is_never_dialled():
+    """SSRF: an atproto-proxy DID document may name any hostname; outside dev mode the
+    connection backend resolves it itself and refuses non-public addresses (DNS names
+    pointing inside the network included), so nothing is sent there."""
+    other = "did:web:svc.example"
+    docs = {other: {"id": other, "service": [{"id": "#labeler", "type": "AtprotoLabeler",
+                                               "serviceEndpoint": "https://internal.example"}]}}
+    looked_up: list[tuple[str, int]] = []
+
+    async def resolver(host, port):
+        looked_up.append((host, port))
+        return ["10.1.2.3"]
+
+    svc, _ = make(Settings(dev=False), docs, public_resolver=resolver, connect_timeout=2, headers_timeout=2)
+
+    async def go():
+        try:
+            target = await svc.target_for("com.atproto.moderation.createReport", f"{other}#labeler")
+            assert target.public_only and target.url == "https://internal.example"
+            with pytest.raises(UpstreamFailure, match="unreachable"):
+                await svc.forward(Ctx(), "com.atproto.moderation.createReport", "GET", "", {}, None, target=target)
+        finally:
+            await svc.aclose()
+
+    run(go())
+    assert looked_up == [("internal.example", 443)]

@@ -26,6 +26,7 @@ import httpx
 
 from ..core import syntax as sx
 from ..core.jwt import create_service_auth
+from .safe_http import public_only_transport, system_resolver
 from ..errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout, XrpcError
 from .identity import DidResolver
 
@@ -89,6 +90,7 @@ class Target:
     did: str  # the service's DID: the service-auth audience
     service_id: str  # e.g. "bsky_appview" (without '#')
     url: str  # origin, e.g. "https://api.bsky.app"
+    public_only: bool = False  # named by a DID document (untrusted): dial public addresses only
 
 
 @dataclass
@@ -196,17 +198,21 @@ class ProxyService:
 
     def __init__(self, settings: Any, keys: Any, resolve_did: ResolveDid | None = None, *,
                  connect_timeout: float = 5.0, headers_timeout: float = 10.0, body_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time, transport: httpx.AsyncBaseTransport | None = None):
+                 clock: Callable[[], float] = time.time, transport: httpx.AsyncBaseTransport | None = None,
+                 public_resolver: Any = None):
         self.settings = settings
         self.keys = keys
         self.clock = clock
         self.headers_timeout = headers_timeout
         self._resolver: DidResolver | None = None
+        timeout = httpx.Timeout(connect=connect_timeout, read=body_timeout, write=body_timeout, pool=connect_timeout)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=connect_timeout, read=body_timeout, write=body_timeout, pool=connect_timeout),
-            follow_redirects=False, transport=transport, trust_env=False,
+            timeout=timeout, follow_redirects=False, transport=transport, trust_env=False,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        # targets named by DID documents (not by our settings): SSRF-safe, the resolved IP is checked
+        public_transport = transport or public_only_transport(public_resolver or system_resolver, max_connections=50, max_keepalive=10)
+        self._public_client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=public_transport, trust_env=False)
         if resolve_did is None:
             self._resolver = DidResolver(settings.plc_url)
             resolve_did = self._resolver.resolve
@@ -216,6 +222,7 @@ class ProxyService:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._public_client.aclose()
         if self._resolver is not None:
             await self._resolver.aclose()
 
@@ -228,7 +235,7 @@ class ProxyService:
                 return Target(did, service_id, safe_origin(s.appview_url, True))
             if did == s.chat_did and service_id == "bsky_chat":
                 return Target(did, service_id, safe_origin(s.chat_url, True))
-            return Target(did, service_id, await self._endpoint(did, service_id))
+            return Target(did, service_id, await self._endpoint(did, service_id), public_only=not self.settings.dev)
         lower = nsid.lower()
         if lower.startswith("app.bsky."):
             return Target(s.appview_did, "bsky_appview", safe_origin(s.appview_url, True))
@@ -327,10 +334,11 @@ class ProxyService:
             content = body if body is not None and headers.get("content-length") != "0" else b""
         out["authorization"] = "Bearer " + await self.service_token(ctx.did, target.did, nsid)
         url = f"{target.url}/xrpc/{nsid}" + (f"?{query}" if query else "")
-        request = self._client.build_request(method, url, headers=out, content=content)
+        client = self._public_client if target.public_only else self._client
+        request = client.build_request(method, url, headers=out, content=content)
         try:
             async with asyncio.timeout(self.headers_timeout):
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise UpstreamFailure(f"Upstream service unreachable ({target.url}: connection timed out)") from None

@@ -4,26 +4,24 @@ Owns `client_id` handling for the atproto profile: an https URL whose document i
 (no redirects, timeouts, size cap, JSON only, every resolved address public), or the
 loopback development client `http://localhost?redirect_uri=...&scope=...` built without any
 fetch. Confidential clients authenticate with private_key_jwt (ES256) against `jwks` or
-`jwks_uri`. Imports httpx/httpcore, core.jwt and .jwk/.dpop. Tricky bit: the address check
-lives in the connection backend, so the IP that is checked is the IP that is dialled
-(no DNS-rebinding gap), while TLS still verifies the hostname.
+`jwks_uri`. Imports httpx, core.jwt, .jwk/.dpop and ..safe_http (the public-only connection
+backend: the IP that is checked is the IP that is dialled, TLS still verifies the hostname).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
-import httpcore
 import httpx
 
 from ...core.jwt import JwtError, decode_jwt_unverified
+from ..safe_http import Resolver, system_resolver
+from ..safe_http import safe_http_client as _safe_http_client
 from .dpop import JtiCache
 from .jwk import key_from_jwk, thumbprint, verify_jws
 
@@ -32,8 +30,6 @@ MAX_DOCUMENT_BYTES = 64 * 1024
 CACHE_SECONDS = 600
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 LOOPBACK_CLIENT = "http://localhost"
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class ClientError(Exception):
@@ -73,45 +69,9 @@ class Client:
 # ---- SSRF-safe fetching ----------------------------------------------------------------------------
 
 
-def is_public_address(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_global and not addr.is_multicast
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
-
-
-class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """Resolves the host itself, refuses unless every address is public, dials the checked IP."""
-
-    def __init__(self, resolver: Resolver):
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await asyncio.wait_for(self._resolver(host, port), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}") from exc
-        if not addresses or not all(is_public_address(a) for a in addresses):
-            raise httpcore.ConnectError(f"{host} resolves to a non-public address")
-        return await self._inner.connect_tcp(addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 def safe_http_client(resolver: Resolver = system_resolver, timeout: float = FETCH_TIMEOUT) -> httpx.AsyncClient:
     """An httpx client that only reaches public addresses and never follows redirects."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(  # the documented pool, with our connection backend
-        ssl_context=httpx.create_ssl_context(), max_connections=10, network_backend=_PublicOnlyBackend(resolver)
-    )
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+    return _safe_http_client(resolver, timeout)
 
 
 async def fetch_json(http: httpx.AsyncClient, url: str, what: str) -> Any:
