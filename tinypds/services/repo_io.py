@@ -33,7 +33,7 @@ from ..store import events as events_db
 from ..store import records as records_db
 from ..store import repo as repo_db
 from ..store.blocks import DuplicateBlock, SqliteBlocks
-from ..store.db import Database
+from ..store.db import Database, bulk_cache
 from .repo import default_clock, iso_now
 from .repo_export import Progress, RepoIOError, no_progress, aiter_export, export_car, iter_export  # noqa: F401 (re-exported)
 
@@ -185,7 +185,11 @@ def import_car(db: Database, fh: BinaryIO, *, did_key: str | None = None, keys: 
     the stored blocks stay and the new commit's tree is verified over both."""
     progress = progress or no_progress
     clock = clock or default_clock()
-    return db.write(lambda conn: _import(conn, fh, did_key, keys, clock, progress, now, diff))
+
+    def run(conn: Any) -> ImportResult:
+        with bulk_cache(conn):  # the small steady-state cache would slow the bulk writes
+            return _import(conn, fh, did_key, keys, clock, progress, now, diff)
+    return db.write(run)
 
 
 def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidClock,

@@ -25,7 +25,8 @@ T = TypeVar("T")
 
 APPLICATION_ID = 0x74504453  # "tPDS"
 BUSY_TIMEOUT_MS = 10_000
-CACHE_KIB = 32 * 1024  # the writer's page cache (MST writes revisit the same nodes)
+CACHE_KIB = 4 * 1024  # the writer's page cache; MST nodes are cached decoded above it, so a Pi keeps RSS low
+BULK_CACHE_KIB = 32 * 1024  # the writer's page cache while bulk work (a repo import) runs: see bulk_cache
 READER_CACHE_KIB = 4 * 1024  # each read connection's: several live on, so RSS stays bounded on a Pi
 READER_MMAP_BYTES = 256 * 1024 * 1024  # readers map the file: random block lookups skip pread copies
 
@@ -70,6 +71,18 @@ def _check_identity(conn: apsw.Connection, path: Path) -> None:
     if app_id == 0 and has_tables == 0:
         return  # a fresh file: migrations will stamp it
     raise DatabaseError(f"{path} is not a tinypds database (application_id {app_id:#x}); point --data at a tinypds data directory")
+
+
+@contextmanager
+def bulk_cache(conn: apsw.Connection, kib: int = BULK_CACHE_KIB) -> Iterator[None]:
+    """Inside a write: a bigger page cache for bulk work (repo import), shrunk back after.
+
+    Shrinking frees the extra pages, so the server's RSS returns to its steady size."""
+    conn.execute(f"PRAGMA cache_size=-{kib}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
 
 
 class Database:

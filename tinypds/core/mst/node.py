@@ -123,4 +123,4 @@ class NodeCache:
         self._d.clear()
 
 
-DEFAULT_CACHE = NodeCache()
+DEFAULT_CACHE = NodeCache(2048)  # a commit touches one root-to-leaf path: the hot top levels fit; bounds RSS on a Pi
