@@ -243,3 +243,23 @@ def test_password_hashing():
     for bad in ["", "not-a-hash", "$argon2id$garbage", "$2b$12$bcryptish"]:
         assert not verify_password("hunter2", bad)
     assert not verify_password(None, h)  # type: ignore[arg-type]
+
+
+def test_a_key_replaced_by_another_process_is_seen_at_once(tmp_path):
+    """get_key reuses the last unsealed entry only while both files are unchanged."""
+    path = tmp_path / "keys.json"
+    server = KeyStore(SealedFileKeyring(path))
+    first = K256PrivateKey.generate()
+    server.put_key(DID, "signing", first)
+    assert server.get_key(DID, "signing").to_bytes() == first.to_bytes()
+    assert server.get_key(DID, "signing") is server.get_key(DID, "signing")  # the cached parse
+    second = K256PrivateKey.generate()
+    KeyStore(SealedFileKeyring(path)).put_key(DID, "signing", second)  # e.g. `tinypds key import`
+    assert server.get_key(DID, "signing").to_bytes() == second.to_bytes()
+    path.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        server.get_key(DID, "signing")
+    path.chmod(0o600)
+    KeyStore(SealedFileKeyring(path)).delete_key(DID, "signing")
+    with pytest.raises(KeyMissingError):
+        server.get_key(DID, "signing")
