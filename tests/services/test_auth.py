@@ -122,6 +122,21 @@ def test_expired_and_forged_tokens(auth, clock):
     assert run(auth.verify_access(fresh["accessJwt"])).did == DID
 
 
+def test_a_token_verified_before_is_still_checked_each_use(auth, clock):
+    """The signature check is remembered per token; expiry, type and revocation are not."""
+    _, t = run(auth.create_session(HANDLE, PASSWORD, "1.1.1.1"))
+    assert run(auth.verify_access(t["accessJwt"])).did == DID
+    assert run(auth.verify_refresh(t["refreshJwt"])).kind == "refresh"
+    with pytest.raises(InvalidToken):
+        run(auth.verify_access(t["refreshJwt"]))  # a refresh token verified before is still no access token
+    clock.t += auth.access_ttl + 1
+    with pytest.raises(ExpiredToken):
+        run(auth.verify_access(t["accessJwt"]))
+    run(auth.delete_session(run(auth.verify_refresh(t["refreshJwt"]))))
+    with pytest.raises(ExpiredToken):
+        run(auth.verify_refresh(t["refreshJwt"]))
+
+
 def test_refresh_rotation_refuses_reuse(auth):
     _, t1 = run(auth.create_session(HANDLE, PASSWORD, "1.1.1.1"))
     _, t2 = run(auth.refresh_session(run(auth.verify_refresh(t1["refreshJwt"]))))

@@ -151,6 +151,9 @@ def generate_app_password() -> str:
     return "-".join(chars[i : i + 4] for i in range(0, 16, 4))
 
 
+_VERIFIED_MAX = 64  # tokens whose signature was checked, kept by AuthService (claims are re-checked each use)
+
+
 class AuthService:
     """Sessions and app passwords for the accounts in `db` (apsw Database)."""
 
@@ -172,6 +175,7 @@ class AuthService:
         self.db = db
         self.service_did = service_did
         self._secret = bytes(jwt_secret)
+        self._verified: dict[str, tuple[Any, dict]] = {}  # token -> (typ, payload): signature already checked
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.clock = clock
@@ -215,12 +219,18 @@ class AuthService:
         return {"accessJwt": access, "refreshJwt": refresh}
 
     def _claims(self, token: str, typ: str) -> dict:
-        try:
-            header, _, _, _ = decode_jwt_unverified(token)
-            payload = verify_jwt(token, self._secret)
-        except JwtError:
-            raise InvalidToken("Token could not be verified") from None
-        if header.get("typ") != typ:
+        verified = self._verified.get(token)  # a client reuses its token: skip re-parsing and the HMAC
+        if verified is None:
+            try:
+                header, _, _, _ = decode_jwt_unverified(token)
+                payload = verify_jwt(token, self._secret)
+            except JwtError:
+                raise InvalidToken("Token could not be verified") from None
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            verified = self._verified[token] = (header.get("typ"), payload)
+        token_typ, payload = verified
+        if token_typ != typ:
             raise InvalidToken("Invalid token type")
         exp = payload.get("exp")
         if not isinstance(exp, int) or isinstance(exp, bool):
