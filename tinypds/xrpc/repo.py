@@ -89,7 +89,7 @@ def _write_result(outcome: Any) -> dict:
 
 
 @post(NS + "createRecord", status_code=200)
-async def create_record(request: Request) -> dict:
+async def create_record(request: Request) -> ASGIApp:
     _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
@@ -102,11 +102,11 @@ async def create_record(request: Request) -> dict:
         validate=_validate_flag(body),
         swap_commit=body_str(body, "swapCommit", required=False),
     )
-    return _write_result(outcome)
+    return JsonResponse(_write_result(outcome))  # pre-encoded: the hot write path skips Litestar's serializer
 
 
 @post(NS + "putRecord", status_code=200)
-async def put_record(request: Request) -> dict:
+async def put_record(request: Request) -> ASGIApp:
     _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
@@ -124,7 +124,7 @@ async def put_record(request: Request) -> dict:
         swap_record=swap,
         swap_commit=body_str(body, "swapCommit", required=False),
     )
-    return _write_result(outcome)
+    return JsonResponse(_write_result(outcome))
 
 
 @post(NS + "deleteRecord", status_code=200)
