@@ -15,7 +15,6 @@ verify on every request, and it keeps the repo signing key for commits and servi
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
 import hashlib
 import re
@@ -35,6 +34,7 @@ from ..errors import (
 )
 from ..store import auth as sql
 from . import passwords
+from .throttle import FailureThrottle
 
 ACCESS_SCOPE = "com.atproto.access"
 APP_PASS_SCOPE = "com.atproto.appPass"
@@ -77,41 +77,6 @@ class AuthContext:
             from .oauth.scopes import require
 
             require(self.scopes, action)
-
-
-class FailureThrottle:
-    """Sliding-window failure counters by key (IP or account); bounded in size."""
-
-    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float], max_keys: int = 10_000):
-        self.limit = limit
-        self.window = window_seconds
-        self.clock = clock
-        self.max_keys = max_keys
-        self._hits: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
-
-    def _recent(self, key: str) -> collections.deque[float] | None:
-        hits = self._hits.get(key)
-        if hits is None:
-            return None
-        cutoff = self.clock() - self.window
-        while hits and hits[0] <= cutoff:
-            hits.popleft()
-        if not hits:
-            del self._hits[key]
-            return None
-        return hits
-
-    def blocked(self, key: str) -> bool:
-        hits = self._recent(key)
-        return hits is not None and len(hits) >= self.limit
-
-    def record(self, key: str) -> None:
-        hits = self._recent(key)
-        if hits is None:
-            hits = self._hits[key] = collections.deque()
-            while len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-        hits.append(self.clock())
 
 
 def _iso(ts: float) -> str:
