@@ -4,7 +4,7 @@ Sole importer of `keyring`. Entries: service "tinypds", username f"{did}:{purpos
 the hex secret ("p256:" prefix for P-256). `SealedFile` (services/sealed_file.py) keeps
 entries in a 0600 JSON file, each value sealed (pynacl SecretBox) under a 32-byte secret;
 `SealedFileKeyring` is the same store as a keyring backend. Never reads
-os.environ itself (keyring may read PYTHON_KEYRING_BACKEND / KEYRING_PROPERTY_*). Tricky
+the process environment itself (keyring may read PYTHON_KEYRING_BACKEND / KEYRING_PROPERTY_*). Tricky
 bits: a missing key is an error naming the fix, never a reason to generate one; the sealing
 secret is only created together with a new, empty store, so entries are never orphaned;
 keyring is imported only when a keyring backend is used (the file store runs without it).

@@ -2,7 +2,7 @@
 
 Owns `Node`, `key_height`, `common_prefix_len`, `is_valid_key`, `MstError` and the LRU
 `NodeCache` (content-addressed, so one shared `DEFAULT_CACHE` is safe). Pure; must not
-import tinypds.store. Tricky bits: keys are ASCII bytes inside the package; a node's
+reach into the storage layer. Tricky bits: keys are ASCII bytes inside the package; a node's
 `layer` comes from its keys, or from its parent for a keyless (leafless) inner node.
 """
 
