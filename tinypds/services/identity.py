@@ -14,15 +14,16 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote
-
-import httpx
 
 from ..core.crypto import parse_multibase_key
 from ..core.syntax import InvalidSyntax, is_valid_did, parse_did, parse_handle
 from ..errors import DidNotFound, HandleNotFound, InvalidRequest, UpstreamFailure, XrpcError
 from .plc import DidDeactivated, LazyHttpClient, PlcClient, fetch_capped
+
+if TYPE_CHECKING:
+    import httpx  # annotations only: the client is made on first use (plc.LazyHttpClient)
 
 log = logging.getLogger("tinypds.identity")
 

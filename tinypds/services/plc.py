@@ -19,9 +19,7 @@ import logging
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
-
-import httpx
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..core import events as core_events
 from ..core import plc as core_plc
@@ -37,6 +35,9 @@ from ..errors import (
 from ..store import accounts as accounts_db
 from ..store import events as events_db
 from ..store import identity as identity_db
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tinypds.plc")
 
@@ -73,6 +74,8 @@ async def fetch_capped(
 
     Network failures raise UpstreamFailure, timeouts UpstreamTimeout, both naming `what`.
     """
+    import httpx  # already loaded: `client` is an httpx client
+
     try:
         async with client.stream(method, url, **kw) as resp:
             chunks: list[bytes] = []
@@ -91,7 +94,8 @@ async def fetch_capped(
 
 class LazyHttpClient:
     """Base for outbound clients: uses the httpx client given, else makes one on first use
-    (with `http_options`) and closes it in `aclose` — a given client belongs to the caller."""
+    (with `http_options`) and closes it in `aclose` — a given client belongs to the caller.
+    httpx itself is imported only then, so an idle server never loads it."""
 
     http_options: dict[str, Any] = {"follow_redirects": False}
 
@@ -102,6 +106,8 @@ class LazyHttpClient:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=self._timeout, **self.http_options)
         return self._client
 

@@ -5,7 +5,8 @@ PRIVILEGED_METHODS), resolving the target (`atproto-proxy: DID#service_id` throu
 document; defaults app.bsky.* -> AppView, chat.bsky.* -> chat), refusing unsafe endpoints,
 and forwarding one request with httpx, both bodies streamed. No Litestar types: callers
 hand in headers and a body iterator and get a `Forwarded` back. Imports core, errors and
-httpx and services.identity (DID documents). Tricky bits: the service-auth `aud` is the bare service DID (the reference's current
+services.identity (DID documents); httpx and its clients only on the first forward.
+Tricky bits: the service-auth `aud` is the bare service DID (the reference's current
 behaviour); upstream XRPC errors keep their status (500 becomes 502) and {error, message};
 a dead or slow upstream gives 502/504 within the configured timeouts, never a hang.
 """
@@ -19,16 +20,17 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
-
-import httpx
 
 from ..core import syntax as sx
 from ..core.jwt import create_service_auth
 from .safe_http import public_only_transport, system_resolver
 from ..errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout, XrpcError
 from .identity import DidResolver
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tinypds.proxy")
 
@@ -193,7 +195,8 @@ class ProxyService:
 
     `keys`: has get_key(did, "signing"). `resolve_did(did)` -> DID document (the identity
     service's, which knows the local account; a plain DidResolver when None). Timeouts are in
-    seconds: connect, waiting for the response headers, and between body chunks.
+    seconds: connect, waiting for the response headers, and between body chunks. The two
+    httpx clients are made on first use.
     """
 
     def __init__(self, settings: Any, keys: Any, resolve_did: ResolveDid | None = None, *,
@@ -205,14 +208,11 @@ class ProxyService:
         self.clock = clock
         self.headers_timeout = headers_timeout
         self._resolver: DidResolver | None = None
-        timeout = httpx.Timeout(connect=connect_timeout, read=body_timeout, write=body_timeout, pool=connect_timeout)
-        self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, transport=transport, trust_env=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
-        # targets named by DID documents (not by our settings): SSRF-safe, the resolved IP is checked
-        public_transport = transport or public_only_transport(public_resolver or system_resolver, max_connections=50, max_keepalive=10)
-        self._public_client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=public_transport, trust_env=False)
+        self._timeouts = (connect_timeout, body_timeout)
+        self._transport = transport
+        self._public_resolver = public_resolver or system_resolver
+        self._client: httpx.AsyncClient | None = None
+        self._public_client: httpx.AsyncClient | None = None
         if resolve_did is None:
             self._resolver = DidResolver(settings.plc_url)
             resolve_did = self._resolver.resolve
@@ -220,9 +220,27 @@ class ProxyService:
         self._targets: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self._keys: dict[str, tuple[float, Any]] = {}
 
+    def _http(self, public_only: bool) -> httpx.AsyncClient:
+        """The client for a target, made on first use. `public_only`: targets named by DID documents
+        (not by our settings) are dialled SSRF-safe, the resolved IP is checked."""
+        client = self._public_client if public_only else self._client
+        if client is None:
+            import httpx
+
+            connect, body = self._timeouts
+            timeout = httpx.Timeout(connect=connect, read=body, write=body, pool=connect)
+            if public_only:
+                transport = self._transport or public_only_transport(self._public_resolver, max_connections=50, max_keepalive=10)
+                client = self._public_client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport, trust_env=False)
+            else:
+                client = self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=self._transport, trust_env=False,
+                                                          limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+        return client
+
     async def aclose(self) -> None:
-        await self._client.aclose()
-        await self._public_client.aclose()
+        for client in (self._client, self._public_client):
+            if client is not None:
+                await client.aclose()
         if self._resolver is not None:
             await self._resolver.aclose()
 
@@ -334,7 +352,9 @@ class ProxyService:
             content = body if body is not None and headers.get("content-length") != "0" else b""
         out["authorization"] = "Bearer " + await self.service_token(ctx.did, target.did, nsid)
         url = f"{target.url}/xrpc/{nsid}" + (f"?{query}" if query else "")
-        client = self._public_client if target.public_only else self._client
+        client = self._http(target.public_only)
+        import httpx  # loaded by now: the client is an httpx one
+
         request = client.build_request(method, url, headers=out, content=content)
         try:
             async with asyncio.timeout(self.headers_timeout):
@@ -357,6 +377,8 @@ class ProxyService:
         Raises UpstreamBroken if the upstream fails mid-body (the caller must then abort its
         own response rather than end it, so the client sees a truncated body, not a short one).
         """
+        import httpx  # already loaded: `response` is an httpx one
+
         try:
             async for chunk in response.aiter_raw():
                 yield chunk

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 256 * 1024
 
@@ -43,6 +44,8 @@ class XrpcClient:
     """One PDS. `session` holds accessJwt/refreshJwt/did/handle once signed in."""
 
     def __init__(self, base_url: str, *, timeout: float = 120.0, transport: httpx.AsyncBaseTransport | None = None):
+        import httpx  # on first use, as across services/: importing them never loads httpx
+
         self.base_url = base_url.rstrip("/")
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
         self.session: dict | None = None
@@ -75,6 +78,8 @@ class XrpcClient:
             return RemoteError(url, resp.status_code, "HTTP error", body[:200].decode("utf-8", "replace"))
 
     async def _send(self, method: str, nsid: str, **kw: Any) -> Any:
+        import httpx  # already loaded by __init__
+
         url = self.base_url + self._url(nsid)
         try:
             resp = await self.http.request(method, self._url(nsid), **kw)
@@ -113,6 +118,8 @@ class XrpcClient:
 
     async def download(self, nsid: str, params: dict, out: Any, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
         """Stream a GET body into the binary file `out`; returns (bytes, content type)."""
+        import httpx  # already loaded by __init__
+
         url = self.base_url + self._url(nsid)
         total = 0
         try:

@@ -4,8 +4,9 @@ Owns `client_id` handling for the atproto profile: an https URL whose document i
 (no redirects, timeouts, size cap, JSON only, every resolved address public), or the
 loopback development client `http://localhost?redirect_uri=...&scope=...` built without any
 fetch. Confidential clients authenticate with private_key_jwt (ES256) against `jwks` or
-`jwks_uri`. Imports httpx, core.jwt, .jwk/.dpop and ..safe_http (the public-only connection
-backend: the IP that is checked is the IP that is dialled, TLS still verifies the hostname).
+`jwks_uri`. Imports httpx (on first fetch only), core.jwt, .jwk/.dpop and ..safe_http (the
+public-only connection backend: the IP that is checked is the IP that is dialled, TLS still
+verifies the hostname).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import ipaddress
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
-
-import httpx
 
 from ...core.jwt import JwtError, decode_jwt_unverified
 from ..safe_http import Resolver, system_resolver
 from ..safe_http import safe_http_client as _safe_http_client
 from .dpop import JtiCache
 from .jwk import key_from_jwk, thumbprint, verify_jws
+
+if TYPE_CHECKING:
+    import httpx
 
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT_BYTES = 64 * 1024
@@ -76,6 +78,8 @@ def safe_http_client(resolver: Resolver = system_resolver, timeout: float = FETC
 
 async def fetch_json(http: httpx.AsyncClient, url: str, what: str) -> Any:
     """GET a small JSON document; ClientError(invalid_client_metadata) for anything off."""
+    import httpx  # already loaded: `http` is an httpx client
+
     try:
         async with http.stream("GET", url, headers={"accept": "application/json"}) as resp:
             if resp.is_redirect:
