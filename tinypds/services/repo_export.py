@@ -32,11 +32,14 @@ def no_progress(phase: str, n: int) -> None:
     pass
 
 
-_VARINT = [car_core.encode_varint(i) for i in range(1 << 14)]
+class _Varints(dict):
+    """`varints[n]` is varint(n), memoised for one export: block sizes repeat (~1.7k distinct in
+    a 100k-record repo), so nearly every lookup is a hit, as fast as a prebuilt table, and the
+    memo goes away with the export (no 16k-entry table held by an idle server)."""
 
-
-def _varint(n: int) -> bytes:
-    return _VARINT[n] if n < 16384 else car_core.encode_varint(n)
+    def __missing__(self, n: int) -> bytes:
+        value = self[n] = car_core.encode_varint(n)
+        return value
 
 
 def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
@@ -91,11 +94,12 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         commit = blocks_db.get_block(conn, root.commit_cid)
         if commit is None:
             raise RepoIOError(f"stored repo is missing its commit block {root.commit_cid}; run `tinypds verify`")
-        parts = [car_core.encode_header([root.commit_cid]), _varint(len(root.commit_cid) + len(commit)),
+        varint = _Varints()
+        parts = [car_core.encode_header([root.commit_cid]), varint[len(root.commit_cid) + len(commit)],
                  bytes(root.commit_cid), commit]
         size = 0
         for cid, data in _walk_blocks(conn, root.data_cid):
-            parts.append(_varint(len(cid) + len(data)))
+            parts.append(varint[len(cid) + len(data)])
             parts.append(cid)
             parts.append(data)
             size += len(data)
