@@ -1,10 +1,10 @@
-"""create_app(settings): the Litestar application — lifespan, routes, the one error handler, CORS.
+"""create_app(settings): the ASGI application (tinypds.web) — lifespan, routes, the one error handler, CORS.
 
 Owns wiring only: the lifespan opens the database and builds the services (kept on
 `app.state.services`), the route table is the union of the xrpc modules' ROUTES, and
 ONE app-level exception handler renders every failure as XRPC JSON {"error","message"}
-(XrpcError, Litestar's router 404/405, validation errors; anything else is a logged 500
-with no detail). Imports services and xrpc; never the store's SQL modules directly
+(XrpcError, including the router's 404/405/413; anything else is a logged 500 with no
+detail). Imports services and xrpc; never the store's SQL modules directly
 except through services' factories.
 """
 
@@ -16,31 +16,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from litestar import Litestar, Request, Response
-from litestar.config.cors import CORSConfig
-from litestar.exceptions import HTTPException
-
 from . import errors
 from .config import Settings
-from .xrpc import ROUTES
+from .web import CORS, App, ClientDisconnected, Request, Response
+from .xrpc import FALLBACK, ROUTES
 from .xrpc.oauth import dpop_nonce_header
 
 log = logging.getLogger("tinypds.app")
-
-_BY_STATUS: dict[int, type[errors.XrpcError]] = {
-    400: errors.InvalidRequest,
-    401: errors.AuthenticationRequired,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    405: errors.MethodNotAllowed,
-    413: errors.PayloadTooLarge,
-    429: errors.RateLimitExceeded,
-    501: errors.MethodNotImplemented,
-    502: errors.UpstreamFailure,
-    503: errors.NotEnoughResources,
-    504: errors.UpstreamTimeout,
-}
-
 
 @dataclass
 class AppServices:
@@ -59,22 +41,11 @@ class AppServices:
 def _to_xrpc_error(exc: Exception, request: Request) -> errors.XrpcError:
     if isinstance(exc, errors.XrpcError):
         return exc
-    if isinstance(exc, HTTPException):
-        code = exc.status_code
-        if code == 500 and exc.detail == "client disconnected prematurely":
-            # the client went away mid-body (e.g. an aborted upload): nothing to report,
-            # and nobody is listening for the answer
-            log.info("client disconnected during %s %s", request.method, request.url.path)
-            return errors.InvalidRequest("Client disconnected")
-        if code == 405:
-            return errors.MethodNotAllowed(f"Method {request.method} not allowed for {request.url.path}")
-        if code == 404:
-            return errors.NotFound("Not Found")
-        cls = _BY_STATUS.get(code)
-        if cls is not None and code < 500:
-            return cls(str(exc.detail) if exc.detail else None)
-        if cls is not None:
-            return cls()
+    if isinstance(exc, ClientDisconnected):
+        # the client went away mid-body (e.g. an aborted upload): nothing to report,
+        # and nobody is listening for the answer
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return errors.InvalidRequest("Client disconnected")
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return errors.InternalServerError()
 
@@ -82,7 +53,7 @@ def _to_xrpc_error(exc: Exception, request: Request) -> errors.XrpcError:
 def xrpc_exception_handler(request: Request, exc: Exception) -> Response:
     """The one place exceptions become HTTP responses."""
     err = _to_xrpc_error(exc, request)
-    return Response(content=err.body(), status_code=err.status, headers=err.headers or None, media_type="application/json")
+    return Response(err.body(), err.status, headers=err.headers or None, media_type="application/json")
 
 
 async def open_services(settings: Settings) -> AppServices:
@@ -107,8 +78,7 @@ async def open_services(settings: Settings) -> AppServices:
             access_ttl=settings.access_token_seconds,
             refresh_ttl=settings.refresh_token_seconds,
         )
-        from .services.oauth.server import OAuthService
-        svc.extra["oauth"] = OAuthService(svc.db, issuer=settings.public_url)
+        # the OAuth service is built on the first OAuth request (xrpc/oauth.py): idle servers never load it
         svc.extra["blobs"] = BlobService(svc.db, settings)
         await svc.extra["blobs"].start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)
@@ -159,12 +129,12 @@ def create_app(
     settings: Settings,
     services: AppServices | None = None,
     on_open: Callable[[AppServices], Awaitable[None]] | None = None,
-) -> Litestar:
+) -> App:
     """The ASGI app. Pass `services` to reuse already-opened services (tests);
     `on_open` runs once the services are open, before the first request (first-start setup)."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: App) -> AsyncIterator[None]:
         own = services is None
         svc = await open_services(settings) if own else services
         app.state.services = svc
@@ -177,23 +147,16 @@ def create_app(
             if own:
                 await close_services(svc)
 
-    cors = CORSConfig(
-        allow_origins=["*"],
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"],
-        allow_headers=["*"],
-        expose_headers=["*", "dpop-nonce", "www-authenticate", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
-        max_age=86400,
-    )
-    app = Litestar(
-        route_handlers=ROUTES,
-        exception_handlers={Exception: xrpc_exception_handler},
+    cors = CORS(expose_headers=("*", "dpop-nonce", "www-authenticate", "ratelimit-limit", "ratelimit-remaining",
+                                "ratelimit-reset"))
+    app = App(
+        ROUTES,
+        fallback=FALLBACK,
+        exception_handler=xrpc_exception_handler,
         before_send=[dpop_nonce_header],  # DPoP-Nonce on answers to OAuth (DPoP) requests
-        cors_config=cors,
-        lifespan=[lifespan],
-        openapi_config=None,
-        logging_config=None,
-        request_max_body_size=settings.max_request_bytes,
-        debug=False,
+        lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
+        cors=cors,
     )
     app.state.settings = settings
     return app

@@ -20,6 +20,7 @@ from tinypds.app import create_app
 from tinypds.cli.server import _ensure_dev_account
 from tinypds.config import load_settings
 from tinypds.services.oauth.clients import ClientRegistry
+from tinypds.services.oauth.server import OAuthService
 
 
 def main() -> None:
@@ -35,8 +36,9 @@ def main() -> None:
 
     async def on_open(svc):
         await _ensure_dev_account(svc)
-        oauth = svc.extra["oauth"]
-        oauth.clients = ClientRegistry(http=httpx.AsyncClient(transport=httpx.MockTransport(serve)), clock=oauth.clock)
+        # the app builds its OAuthService on the first OAuth request; this one is there first
+        clients = ClientRegistry(http=httpx.AsyncClient(transport=httpx.MockTransport(serve)))
+        svc.extra["oauth"] = OAuthService(svc.db, issuer=settings.public_url, clients=clients)
 
     data.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, on_open=on_open)

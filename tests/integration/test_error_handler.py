@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from litestar import Litestar, get
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.testing import TestClient
-
+from tests.inprocess import serve
 from tinypds.app import xrpc_exception_handler
 from tinypds.errors import BlobTooLarge, ExpiredToken, RecordNotFound
+from tinypds.web import App, get, post
 
 
 @get("/boom")
@@ -33,19 +31,18 @@ async def too_large() -> None:
     raise BlobTooLarge()
 
 
-@get("/validation")
-async def validation() -> None:
-    raise ValidationException("bad param")
+@post("/small", request_max_body_size=10)
+async def small(request) -> dict:
+    return {"n": len(b"".join([c async for c in request.stream()]))}
 
 
 @get("/teapot")
 async def teapot() -> None:
-    raise HTTPException(status_code=418, detail="short and stout")
+    raise ValueError("short and stout")
 
 
-def make_client() -> TestClient:
-    app = Litestar([boom, record, expired, too_large, validation, teapot], exception_handlers={Exception: xrpc_exception_handler}, logging_config=None)
-    return TestClient(app)
+def make_client():
+    return serve(App([boom, record, expired, too_large, small, teapot], exception_handler=xrpc_exception_handler))
 
 
 def test_500_has_no_detail_and_is_logged(caplog):
@@ -70,11 +67,12 @@ def test_xrpc_errors_keep_name_message_and_status():
 
 def test_framework_errors_are_mapped():
     with make_client() as c:
-        r = c.get("/validation")
-        assert (r.status_code, r.json()["error"]) == (400, "InvalidRequest")
+        assert c.post("/small", content=b"0123456789").json() == {"n": 10}
+        r = c.post("/small", content=b"0123456789a")
+        assert (r.status_code, r.json()["error"]) == (413, "PayloadTooLarge")
         r = c.get("/nowhere")
         assert (r.status_code, r.json()) == (404, {"error": "NotFound", "message": "Not Found"})
         r = c.post("/boom")
         assert (r.status_code, r.json()["error"]) == (405, "MethodNotAllowed")
-        r = c.get("/teapot")  # an unmapped status: a generic 500, never the framework's shape
+        r = c.get("/teapot")  # any other exception: a generic 500, never a traceback
         assert (r.status_code, r.json()) == (500, {"error": "InternalServerError", "message": "Internal Server Error"})

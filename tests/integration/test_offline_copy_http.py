@@ -124,8 +124,7 @@ def test_serving_an_offline_copy_never_looks_up_its_signing_key(tmp_path, monkey
     KeyStore.get_key call recorded."""
     import io
 
-    from litestar.testing import TestClient
-
+    from tests.inprocess import serve
     from tinypds.app import create_app
     from tinypds.config import Settings
     from tinypds.services import keys as keys_service
@@ -147,7 +146,7 @@ def test_serving_an_offline_copy_never_looks_up_its_signing_key(tmp_path, monkey
     settings = Settings(data_dir=data, hostname="localhost:2583", dev=True, keyring_backend="file",
                         key_file=tmp_path / "keys.json", plc_url="http://127.0.0.1:9")
     check_startup_keys(settings)  # what `tinypds serve` runs first
-    with TestClient(create_app(settings)) as client:
+    with serve(create_app(settings)) as client:
         path = records_in(blocks, root)
         key = next(iter(path))
         r = client.get(NS + "getRecord", params={"repo": DID, "collection": key.split("/")[0], "rkey": key.split("/")[1]})

@@ -1,4 +1,4 @@
-"""getRecord / listRecords responses on the fast path (pre-encoded JSON, no Litestar serializer):
+"""getRecord / listRecords responses on the fast path (pre-encoded JSON, no generic serializer):
 headers, CORS, body, error shapes and cursors must be exactly what clients get elsewhere."""
 
 from __future__ import annotations

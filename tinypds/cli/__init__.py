@@ -48,8 +48,7 @@ def settings_from_args(args: argparse.Namespace, **overrides):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # the parser is dropped here: `serve` runs for months
     try:
         rc = args.func(args)
     except CliError as exc:

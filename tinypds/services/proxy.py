@@ -3,7 +3,7 @@
 Owns: which methods may be proxied or service-authed by which session (PROTECTED_METHODS,
 PRIVILEGED_METHODS), resolving the target (`atproto-proxy: DID#service_id` through the DID
 document; defaults app.bsky.* -> AppView, chat.bsky.* -> chat), refusing unsafe endpoints,
-and forwarding one request with httpx, both bodies streamed. No Litestar types: callers
+and forwarding one request with httpx, both bodies streamed. No web-framework types: callers
 hand in headers and a body iterator and get a `Forwarded` back. Imports core, errors and
 services.identity (DID documents); httpx and its clients only on the first forward.
 Tricky bits: the service-auth `aud` is the bare service DID (the reference's current

@@ -9,10 +9,11 @@ with the transaction, so a failed migration leaves the file exactly as it was.
 from __future__ import annotations
 
 import re
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_DIR = Path(__file__).with_name("migrations")  # shipped as package data beside this module
 
 
 class SchemaError(Exception):
@@ -22,7 +23,7 @@ class SchemaError(Exception):
 def migrations() -> list[tuple[int, str, str]]:
     """(version, file name, sql) for every migration file, in version order."""
     out = []
-    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+    for entry in _DIR.iterdir():
         m = _NAME.match(entry.name)
         if m:
             out.append((int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))

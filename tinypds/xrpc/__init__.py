@@ -18,6 +18,6 @@ ROUTES: list = [
     *repo.ROUTES,
     *sync.ROUTES,
     *app_bsky.ROUTES,
-    # the catch-all last: unknown /xrpc/<nsid> is proxied (AppView, chat, atproto-proxy target)
-    *proxy.ROUTES,
 ]
+# unknown /xrpc/<nsid>: proxied (AppView, chat, atproto-proxy target)
+FALLBACK = proxy.proxy_call

@@ -2,13 +2,13 @@
 
 As the reference PDS: with an `atproto-proxy` header naming another AppView than the
 configured one, both are proxied there instead. Full account sessions see and set the
-personal-details preference; app passwords do not. Imports Litestar, services and the
+personal-details preference; app passwords do not. Imports tinypds.web, services and the
 routing helpers; never store.
 """
 
 from __future__ import annotations
 
-from litestar import Request, Response, get, post
+from ..web import Request, Response, get, post
 
 from ..errors import MethodNotImplemented
 from ..services.preferences import PreferencesService

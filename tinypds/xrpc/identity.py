@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get, post
+from ..web import Request, get, post
 
 from ..core.syntax import InvalidSyntax, parse_at_identifier, parse_did, parse_handle
 from ..errors import InvalidRequest, NotEnoughResources

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, post, get
+from ..web import Request, get, post
 
 from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
 from ..services.migration import MigrationService

@@ -16,12 +16,10 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request, Response, get, post
-from litestar.datastructures import Cookie
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidToken, RateLimitExceeded
-from ..services.oauth import pages
-from ..services.oauth.server import OAuthError
+from ..services.oauth.errors import OAuthError
+from ..web import Cookie, Request, Response, get, post
 from .routing import client_ip, read_body_capped, services
 
 CSRF_COOKIE = "tinypds-csrf"
@@ -29,11 +27,28 @@ DEVICE_COOKIE = "tinypds-device"
 MAX_FORM_BYTES = 64 * 1024
 
 
+def _oauth_or_none(request: Request) -> Any:
+    """The OAuthService, built on the first OAuth request (an idle server never loads it)."""
+    svc = services(request)
+    oauth = svc.extra.get("oauth")
+    if oauth is None and svc.db is not None:
+        from ..services.oauth.server import OAuthService
+
+        oauth = svc.extra["oauth"] = OAuthService(svc.db, issuer=svc.settings.public_url)
+    return oauth
+
+
 def _oauth(request: Request) -> Any:
-    svc = services(request).extra.get("oauth")
-    if svc is None:
+    oauth = _oauth_or_none(request)
+    if oauth is None:
         raise OAuthError("server_error", "OAuth is not available on this server", status=503)
-    return svc
+    return oauth
+
+
+def _pages() -> Any:
+    from ..services.oauth import pages  # HTML (and the html module) only when a page is shown
+
+    return pages
 
 
 def _origin(request: Request) -> str:
@@ -124,7 +139,7 @@ def _html(request: Request, html: str, status: int = 200, csrf: str | None = Non
         cookies.append(Cookie(key=CSRF_COOKIE, value=csrf, httponly=True, samesite="strict", path="/",
                               secure=request.url.scheme == "https"))
     return Response(content=html, status_code=status, media_type="text/html; charset=utf-8",
-                    headers=pages.PAGE_HEADERS, cookies=cookies)
+                    headers=_pages().PAGE_HEADERS, cookies=cookies)
 
 
 def _csrf_for(request: Request) -> str:
@@ -157,7 +172,7 @@ async def _authorize_view(request: Request, request_uri: str | None, client_id: 
     account = _account(request)
     remembered = oauth.device_account(request.cookies.get(DEVICE_COOKIE)) == account.did
     csrf = _csrf_for(request)
-    html = pages.authorize_page(
+    html = _pages().authorize_page(
         client_name=client.name, client_id=client.client_id, logo_uri=client.metadata.get("logo_uri"),
         scope=row.params["scope"], handle=account.handle, did=account.did, remembered=remembered,
         csrf=csrf, request_uri=request_uri or "", error=error,
@@ -170,7 +185,7 @@ async def authorize_page(request: Request) -> Response:
     try:
         return await _authorize_view(request, request.query_params.get("request_uri"), request.query_params.get("client_id"))
     except OAuthError as exc:
-        return _html(request, pages.error_page(exc.description), 400)
+        return _html(request, _pages().error_page(exc.description), 400)
 
 
 @post("/oauth/authorize")
@@ -185,7 +200,7 @@ async def authorize_submit(request: Request) -> Response:
             return await _authorize_view(request, request_uri, client_id, exc.message, 403)
         row, client = await oauth.pending_request(client_id, request_uri)
         if form.get("action") == "deny":
-            return Response(content=b"", status_code=303, headers={"Location": await oauth.deny(row), **pages.PAGE_HEADERS})
+            return Response(content=b"", status_code=303, headers={"Location": await oauth.deny(row), **_pages().PAGE_HEADERS})
         if form.get("action") != "allow":
             return await _authorize_view(request, request_uri, client_id, "Choose Allow or Deny", 400)
         account = _account(request)
@@ -200,9 +215,9 @@ async def authorize_submit(request: Request) -> Response:
                 device = await oauth.remember_device(account.did)
                 cookies.append(_device_cookie(request, device, 30 * 86400))
         location = await oauth.approve(row, account.did, client)
-        return Response(content=b"", status_code=303, headers={"Location": location, **pages.PAGE_HEADERS}, cookies=cookies)
+        return Response(content=b"", status_code=303, headers={"Location": location, **_pages().PAGE_HEADERS}, cookies=cookies)
     except OAuthError as exc:
-        return _html(request, pages.error_page(exc.description), 400)
+        return _html(request, _pages().error_page(exc.description), 400)
 
 
 @get("/account")
@@ -213,11 +228,11 @@ async def account_page(request: Request) -> Response:
 async def _account_view(request: Request, error: str | None = None, status: int = 200, cookies: list[Cookie] | None = None, device: str | None = None) -> Response:
     oauth, account = _oauth(request), services(request).account
     if account is None:
-        return _html(request, pages.error_page("This server has no account yet."), 404)
+        return _html(request, _pages().error_page("This server has no account yet."), 404)
     csrf = _csrf_for(request)
     did = oauth.device_account(device or request.cookies.get(DEVICE_COOKIE))
     apps = oauth.authorized_apps(did) if did == account.did else None
-    html = pages.account_page(handle=account.handle, did=account.did, apps=apps, csrf=csrf, error=error)
+    html = _pages().account_page(handle=account.handle, did=account.did, apps=apps, csrf=csrf, error=error)
     return _html(request, html, status, csrf=csrf, cookies=cookies)
 
 
@@ -245,7 +260,7 @@ async def account_submit(request: Request) -> Response:
     elif action == "signout":
         await oauth.forget_device(device)
         return await _account_view(request, cookies=[_device_cookie(request, "", 0)], device="-")
-    return Response(content=b"", status_code=303, headers={"Location": "/account", **pages.PAGE_HEADERS})
+    return Response(content=b"", status_code=303, headers={"Location": "/account", **_pages().PAGE_HEADERS})
 
 
 # ---- the resource server: Authorization: DPoP <token> -------------------------------------------------------
@@ -280,7 +295,7 @@ async def dpop_nonce_header(message: Any, scope: Any) -> None:
 
 async def dpop_auth(request: Request, token: str) -> Any:
     """AuthContext for an OAuth access token presented with a DPoP proof."""
-    oauth = services(request).extra.get("oauth")
+    oauth = _oauth_or_none(request)
     if oauth is None:
         raise InvalidToken("OAuth tokens are not accepted by this server")
     request.scope[_NONCE_KEY] = oauth.dpop.nonces.current()  # type: ignore[literal-required]

@@ -2,7 +2,7 @@
 
 Checks the name, refuses protected methods and methods with no target before auth, signs
 the caller in (access token or app password), resolves an `atproto-proxy` target, then streams the upstream response back
-unchanged (status, content headers, raw possibly-compressed body). Imports Litestar,
+unchanged (status, content headers, raw possibly-compressed body). Imports tinypds.web,
 errors, services and the routing helpers only; never store. `proxy_service(request)` and
 `forward_request(...)` are shared with the handlers that proxy conditionally (preferences).
 """
@@ -11,42 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyio import create_task_group
-from litestar import Request, Response, route
-from litestar.response import Stream
-from litestar.response.streaming import ASGIStreamingResponse
-
 from ..core.syntax import is_valid_nsid
 from ..errors import InvalidRequest, MethodNotImplemented
 from ..services.proxy import ProxyService, Target, UpstreamBroken, check_proxy_allowed
 from ..services.oauth.scopes import RpcCall
+from ..web import Request, Response, Stream, route
 from .routing import access_auth, services
-
-
-class _AbortableStreamingResponse(ASGIStreamingResponse):
-    """Streams like Litestar's, but an upstream failure mid-body leaves the response
-    incomplete (the ASGI server then drops the connection) instead of ending it cleanly."""
-
-    __slots__ = ()
-
-    async def send_body(self, send: Any, receive: Any) -> None:
-        async with create_task_group() as tasks:
-
-            async def stream() -> None:
-                try:
-                    await self._stream(send)
-                except UpstreamBroken:
-                    tasks.cancel_scope.cancel()
-
-            tasks.start_soon(stream)
-            await self._listen_for_disconnect(cancel_scope=tasks.cancel_scope, receive=receive)
-
-
-class RelayStream(Stream):
-    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIStreamingResponse:
-        response = super().to_asgi_response(*args, **kwargs)
-        response.__class__ = _AbortableStreamingResponse  # same state, different send_body
-        return response
 
 
 def proxy_service(request: Request) -> ProxyService:
@@ -81,7 +51,8 @@ async def forward_request(request: Request, nsid: str, ctx: Any, target: Target 
     if request.method == "HEAD":
         await fwd.aclose()
         return Response(content=b"", status_code=fwd.status, headers=fwd.headers, media_type=media_type)
-    return RelayStream(fwd.body, status_code=fwd.status, headers=fwd.headers, media_type=media_type)
+    # an upstream failure mid-body drops our connection too, so the client sees a broken body, not a short one
+    return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers, media_type=media_type, abort_on=(UpstreamBroken,))
 
 
 @route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
@@ -98,4 +69,3 @@ async def proxy_call(request: Request, nsid: str) -> Response:
     return await forward_request(request, nsid, ctx, target)
 
 
-ROUTES = [proxy_call]

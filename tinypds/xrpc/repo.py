@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get, post
-from litestar.types import ASGIApp
+from ..web import ASGIApp, Request, get, post
 
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
@@ -102,7 +101,7 @@ async def create_record(request: Request) -> ASGIApp:
         validate=_validate_flag(body),
         swap_commit=body_str(body, "swapCommit", required=False),
     )
-    return JsonResponse(_write_result(outcome))  # pre-encoded: the hot write path skips Litestar's serializer
+    return JsonResponse(_write_result(outcome))  # pre-encoded: the hot write path skips the generic serializer
 
 
 @post(NS + "putRecord", status_code=200)

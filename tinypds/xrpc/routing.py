@@ -2,10 +2,10 @@
 
 Owns turning raw HTTP input into checked Python values (JSON bodies with a size cap
 and content-type check, query params) and fetching the request's AuthContext from the
-auth service. Imports Litestar and services only (never store). Tricky bits: the body is
+auth service. Imports tinypds.web and services only (never store). Tricky bits: the body is
 read with a byte cap before decoding, so an oversized JSON body never reaches memory
 whole; every failure is an XrpcError subclass, so the one app-level handler renders it.
-`JsonResponse` is a pre-encoded 200 JSON body for hot read routes (skips Litestar's
+`JsonResponse` is a pre-encoded 200 JSON body for hot read routes (skips the generic
 per-response serializer and header building; handlers return it annotated `-> ASGIApp`).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request
+from ..web import Request
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, PayloadTooLarge
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get, post
+from ..web import Request, get, post
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidToken
 from ..services.account_status import account_status

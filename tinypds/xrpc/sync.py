@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from litestar import Request, Response, WebSocket, get, websocket
-from litestar.exceptions import WebSocketDisconnect
-from litestar.response import Stream
+from ..web import Request, Response, Stream, WebSocket, WebSocketDisconnect, get, websocket
 
 from ..core.cid import CID
 from ..core.events import error_frame

@@ -1,17 +1,16 @@
 """Non-lexicon routes: /xrpc/_health, /robots.txt, /.well-known/atproto-did, the root page,
-and the /xrpc/<nsid> catch-all (501 MethodNotImplemented; later the proxy takes these).
+and did:web's /.well-known/did.json.
 
-Imports Litestar, errors and the routing helpers only.
+Imports tinypds.web, errors and the routing helpers only.
 """
 
 from __future__ import annotations
 
-from litestar import Request, Response, get, route
+from ..web import Request, get
 
 from .. import __version__
-from ..core.syntax import is_valid_nsid
 from ..services.account import get_account
-from ..errors import InvalidRequest, MethodNotImplemented, NotFound
+from ..errors import NotFound
 from .routing import services
 
 ROBOTS = "# Hello!\n\n# Crawling the public API is allowed\nUser-agent: *\nAllow: /\n"
@@ -58,12 +57,4 @@ async def did_json(request: Request) -> dict:
     return ident.own_doc()
 
 
-@route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
-async def unknown_method(nsid: str) -> Response:
-    if not is_valid_nsid(nsid):
-        raise InvalidRequest(f"Invalid XRPC method name: {nsid[:100]}")
-    raise MethodNotImplemented("Method Not Implemented")
-
-
 ROUTES = [health, robots, home, atproto_did, did_json]
-FALLBACK_ROUTES = [unknown_method]

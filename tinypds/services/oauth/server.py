@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 from ...core.jwt import b64url_encode
 from ...store import oauth as sql
 from ..auth import AuthContext
+from .errors import OAuthError  # noqa: F401  (re-exported: callers catch it from here too)
 from .clients import Client, ClientError, ClientRegistry
 from .dpop import DpopError, DpopVerifier, normalize_htu
 from .scopes import ScopeError, parse_scope
@@ -34,14 +35,6 @@ CONFIDENTIAL_SESSION_TTL = 365 * 86400
 DEVICE_TTL = 30 * 86400
 _VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _BURNED = "-"  # request.session_id of a code refused for a wrong verifier: it can never be used
-
-
-class OAuthError(Exception):
-    """An OAuth protocol error: rendered as {"error", "error_description"} with `status`."""
-
-    def __init__(self, error: str, description: str, status: int = 400, headers: dict[str, str] | None = None):
-        super().__init__(description)
-        self.error, self.description, self.status, self.headers = error, description, status, headers or {}
 
 
 def _hash(secret: str) -> str:
