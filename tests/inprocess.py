@@ -1,4 +1,5 @@
-"""Serve an ASGI app from THIS process on a real socket (127.0.0.1, port 0) under uvicorn.
+"""Serve an ASGI app from THIS process on a real socket (127.0.0.1, port 0) with tinypds's
+own HTTP server (tinypds.http_server), in a background thread.
 
 For tests that need in-process hooks (monkeypatched services, a spied key store, a toy
 route table) but still real HTTP: `with serve(app) as http:` yields an httpx.Client bound
@@ -13,16 +14,15 @@ import time
 from typing import Any, Iterator
 
 import httpx
-import uvicorn
+
+from tinypds.http_server import Server
 
 
 @contextlib.contextmanager
-def serve(app: Any, timeout: float = 30.0) -> Iterator[httpx.Client]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                            http="httptools", ws="wsproto", loop="asyncio")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
-    thread = threading.Thread(target=server.run, name="inprocess-uvicorn", daemon=True)
+def running(app: Any, timeout: float = 30.0, **options: Any) -> Iterator[tuple[Server, str]]:
+    """(server, base URL) while the server runs in a thread."""
+    server = Server(app, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.run, name="inprocess-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
@@ -31,10 +31,15 @@ def serve(app: Any, timeout: float = 30.0) -> Iterator[httpx.Client]:
         if time.monotonic() > deadline:
             raise TimeoutError("the in-process server did not start")
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
+        yield server, f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout)
+
+
+@contextlib.contextmanager
+def serve(app: Any, timeout: float = 30.0) -> Iterator[httpx.Client]:
+    with running(app, timeout) as (_server, url), httpx.Client(base_url=url, timeout=30) as client:
+        yield client

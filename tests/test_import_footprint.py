@@ -15,7 +15,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Top-level packages an idle server must not have imported.
-NOT_IMPORTED_WHEN_IDLE = ("httpx", "httpcore", "cryptography", "dns", "rich", "pygments")
+NOT_IMPORTED_WHEN_IDLE = ("httpx", "httpcore", "cryptography", "dns", "rich", "pygments", "litestar", "anyio", "yaml",
+                          "uvicorn", "click", "websockets", "uvloop")
 
 _OPEN_AND_LIST = """
 import asyncio, json, sys

@@ -290,10 +290,13 @@ class Stream(Response):
             await send({"type": "http.response.body", "body": b""})
         except self.abort_on:
             log.info("stream aborted mid-body: %s", scope.get("path"))
+        except OSError:
+            log.info("client left mid-stream: %s", scope.get("path"))
         except Exception:
             log.exception("stream failed mid-body: %s", scope.get("path"))
         finally:
             left.cancel()
+            await asyncio.gather(left, return_exceptions=True)  # its pending receive() is gone before we return
             closer = getattr(self.chunks, "aclose", None)
             if closer is not None:
                 with contextlib.suppress(Exception):

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from tinypds.app import create_app
 from tinypds.cli.server import _ensure_dev_account
 from tinypds.config import load_settings
+from tinypds.http_server import Server
 from tinypds.services.oauth.clients import ClientRegistry
 from tinypds.services.oauth.server import OAuthService
 
@@ -42,8 +42,7 @@ def main() -> None:
 
     data.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, on_open=on_open)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()  # the dev account's handle/did/password are printed on first start
+    Server(app, "127.0.0.1", port).run()  # the dev account's handle/did/password are printed on first start
 
 
 if __name__ == "__main__":

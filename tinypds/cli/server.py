@@ -1,4 +1,4 @@
-"""`tinypds serve [--host H] [--port P]`: run the PDS under uvicorn (httptools + wsproto, asyncio loop).
+"""`tinypds serve [--host H] [--port P]`: run the PDS on tinypds.http_server (h11 + wsproto, asyncio).
 
 Owns the listening socket and process lifetime: binds (port 0 = any free port), prints
 one machine-readable line "tinypds listening on http://HOST:PORT" once the lifespan has
@@ -10,7 +10,6 @@ creates a local dev account and prints its handle and password once.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any
 
@@ -28,33 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _is_loopback_host(hostname: str) -> bool:
     bare = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
     return bare in ("localhost", "127.0.0.1", "::1", "[::1]") or bare.endswith(".localhost")
-
-
-def _make_server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn.Server that announces the bound address (port 0 aware) on stdout."""
-
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.should_exit or not getattr(self, "servers", None):
-                return
-            for srv in self.servers:
-                for sock in srv.sockets or ():
-                    addr = sock.getsockname()
-                    host = addr[0] if ":" not in addr[0] else f"[{addr[0]}]"
-                    print(f"tinypds listening on http://{host}:{addr[1]}", flush=True)
-                    return
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # SIGTERM is the normal way to stop a service: shut down gracefully, exit 0
-            # (uvicorn would re-raise it afterwards, making the exit status -15).
-            super().handle_exit(sig, frame)
-            if sig == signal.SIGTERM and sig in self._captured_signals:
-                self._captured_signals.remove(sig)
-
-    return Server
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -102,9 +74,8 @@ def _skip_httpx_cli() -> None:
 
 
 def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int:
-    import uvicorn
-
     from ..app import create_app
+    from ..http_server import Server
     from ..logging_setup import RequestLog, configure_logging
 
     on_open = None
@@ -112,22 +83,18 @@ def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int
         on_open = _ensure_dev_account
     app = create_app(settings, on_open=on_open)
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        RequestLog(app),
-        host=settings.host,
-        port=port,
-        loop="asyncio",  # uvloop: +37 % getRecord req/s but +2.2 MB idle RSS; the targets hold without it
-        http="httptools",
-        ws="wsproto",
-        lifespan="on",
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = _make_server_class()(config)
-    server.run()
+    server = Server(RequestLog(app), settings.host, port, graceful_seconds=10, on_listening=_announce)
+    server.run()  # SIGTERM (how systemd stops a service) drains and shuts down gracefully: exit 0
     return 0 if server.started else 1
+
+
+def _announce(sockets: list) -> None:
+    """Print the bound address (port 0 aware): tests and scripts read this line."""
+    for sock in sockets:
+        addr = sock.getsockname()
+        host = addr[0] if ":" not in addr[0] else f"[{addr[0]}]"
+        print(f"tinypds listening on http://{host}:{addr[1]}", flush=True)
+        return
 
 
 def _check_keys(settings: Any) -> None:

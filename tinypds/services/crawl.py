@@ -1,7 +1,7 @@
 """Ask relays to crawl us: com.atproto.sync.requestCrawl at startup and after writes, with backoff.
 
 No HTTP server types; the outgoing POST goes through an injected `post(url, json) -> bool`
-(default: httpx). `notify_write()` is synchronous and only schedules work, so a relay that
+(default: the standard library's http.client). `notify_write()` is synchronous and only schedules work, so a relay that
 is down never blocks or fails a write. Each relay is asked at most once per
 `crawl_interval_seconds` after a success; failures back off exponentially (30 s doubling,
 capped at the interval). Tricky bit: a relay starts its subscription at our *current* seq,
@@ -44,14 +44,37 @@ class RelayState:
     failures: int = 0
 
 
-async def httpx_post(url: str, body: dict, timeout: float = 10.0) -> bool:
-    import httpx
+async def http_post(url: str, body: dict, timeout: float = 10.0) -> bool:
+    """POST JSON with the standard library's http.client in a worker thread. This is the one
+    request an otherwise idle server makes, so it does not load httpx (~4 MB of RSS) for it;
+    TLS is verified against the system's CA store."""
+    return await asyncio.to_thread(_post_blocking, url, body, timeout)
 
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        resp = await client.post(url, json=body)
-        if resp.status_code >= 300:
-            log.warning("requestCrawl to %s answered %s: %s", url, resp.status_code, resp.text[:200])
-        return resp.status_code < 300
+
+def _post_blocking(url: str, body: dict, timeout: float) -> bool:
+    import http.client
+    import json
+    import ssl
+
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context())
+    elif parts.scheme == "http":
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    else:
+        raise ValueError(f"not an http(s) URL: {url}")
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", target, body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json", "User-Agent": "tinypds"})
+        resp = conn.getresponse()
+        text = resp.read(4096)
+        if resp.status >= 300:
+            log.warning("requestCrawl to %s answered %s: %s", url, resp.status, text[:200].decode("utf-8", "replace"))
+        return resp.status < 300
+    finally:
+        conn.close()
 
 
 class Crawler:
@@ -62,7 +85,7 @@ class Crawler:
                  clock: Callable[[], float] = time.monotonic):
         self.hostname = settings.hostname
         self.interval = float(settings.crawl_interval_seconds)
-        self.post = post or httpx_post
+        self.post = post or http_post
         self.on_first_success = on_first_success
         self.clock = clock
         loopback = _is_loopback(self.hostname)
