@@ -224,3 +224,39 @@ def test_stop_waits_for_an_answer_in_flight():
         assert (status, body, headers.get("connection")) == (200, b"ok", "close")
         with contextlib.suppress(OSError):
             assert _closed(s)
+
+
+def test_pipelined_request_behind_a_streamed_answer_with_a_disconnect_watcher():
+    """A streamed answer whose app watches for the client leaving (as tinypds.web.Stream does)
+    must not swallow the next request that arrives meanwhile."""
+    import asyncio
+
+    async def streaming(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await toy_app(scope, receive, send)
+            return
+        await receive()  # the (empty) body
+        watcher = asyncio.ensure_future(receive())  # returns when the client leaves or the answer ends
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # chunked
+        for part in (b"one,", b"two,"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0.2)  # the watcher reads the pipelined request meanwhile
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await send({"type": "http.response.body", "body": b"three"})
+
+    with running(streaming) as (_srv, url), _sock(int(url.rsplit(":", 1)[1])) as s:
+        s.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        f = _reader(s)
+        answers = []
+        for _ in range(2):
+            assert f.readline().startswith(b"HTTP/1.1 200")
+            while f.readline() != b"\r\n":
+                pass
+            body = b""
+            while (size := int(f.readline().strip(), 16)) != 0:
+                body += f.read(size)
+                f.readline()
+            f.readline()
+            answers.append(body)
+    assert answers == [b"one,two,three"] * 2

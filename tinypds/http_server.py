@@ -279,10 +279,13 @@ class _Connection:
             self.h11.receive_data(data)  # b"": end of stream
 
     async def _refuse(self, status: int, why: str) -> None:
-        """Answer a request we could not parse (400, 431...) and close."""
+        """Answer a request we could not parse (400, 431...) or an app failure (500), and close."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        body = b'{"error":"InvalidRequest","message":"Bad HTTP request"}'
+        if status >= 500:
+            body = b'{"error":"InternalServerError","message":"Internal Server Error"}'
+        else:
+            body = b'{"error":"InvalidRequest","message":"Bad HTTP request"}'
         log.info("refused a malformed request (%d): %s", status, why)
         try:
             data = self.h11.send(h11.Response(status_code=status, headers=[
@@ -363,7 +366,7 @@ class _Connection:
             ex.disconnected = True
             return _DISCONNECT
         # the body is read: wait until the response is done or the client goes away
-        while not ex.finished.is_set() and not ex.done:
+        while not ex.finished.is_set() and not ex.done and not ex.disconnected:
             reading = asyncio.ensure_future(self.reader.read(READ_SIZE))
             finishing = asyncio.ensure_future(ex.finished.wait())
             try:
@@ -371,16 +374,16 @@ class _Connection:
             finally:
                 finishing.cancel()
                 reading.cancel()  # a no-op when it is done; else the read is abandoned (the bytes stay buffered)
-                # the reader allows one waiter: the abandoned read must be gone before the next one
+                # the reader allows one waiter: the abandoned read must be gone before the next one;
+                # and what a finished read got must reach h11 even when this task is being cancelled
                 result = (await asyncio.gather(reading, return_exceptions=True))[0]
-            if not isinstance(result, BaseException):
-                data = result
-                if not data:
-                    ex.disconnected = True
-                    break
-                self.h11.receive_data(data)  # a pipelined request: kept for the next cycle
-                if len(self.h11.trailing_data[0]) > MAX_HEADER_BYTES:
-                    await ex.finished.wait()
+                if isinstance(result, bytes):
+                    if result:
+                        self.h11.receive_data(result)  # a pipelined or next request: kept for its cycle
+                    else:
+                        ex.disconnected = True
+            if len(self.h11.trailing_data[0]) > MAX_HEADER_BYTES:
+                await ex.finished.wait()
         return _DISCONNECT
 
     async def _send(self, ex: _Exchange, message: dict) -> None:
