@@ -272,11 +272,21 @@ class _Connection:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-            except (asyncio.TimeoutError, OSError):
+            if not await self._fill(timeout):
                 return None
-            self.h11.receive_data(data)  # b"": end of stream
+
+    async def _fill(self, timeout: float) -> bool:
+        """Read more bytes into h11 (b"" marks the end of the stream); False on silence or a dead
+        socket. What a read got reaches h11 even when the caller is being cancelled."""
+        reading = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        try:
+            await asyncio.wait({reading}, timeout=timeout)
+        finally:
+            reading.cancel()  # a no-op when it is done; else abandoned (the bytes stay in the reader)
+            result = (await asyncio.gather(reading, return_exceptions=True))[0]
+            if isinstance(result, bytes):
+                self.h11.receive_data(result)
+        return isinstance(result, bytes)
 
     async def _refuse(self, status: int, why: str) -> None:
         """Answer a request we could not parse (400, 431...) or an app failure (500), and close."""
