@@ -33,8 +33,9 @@ OWNERS = {
     "cryptography": {"core/crypto.py"},
     "msgspec": {"web.py", "xrpc/"},
     "litestar": set(),  # replaced by tinypds/web.py (idle RSS); must not come back unnoticed
-    "h11": {"http_server.py"},
+    "httptools": {"http_server.py"},
     "wsproto": {"http_server.py"},
+    "h11": set(),  # only under wsproto
     "uvicorn": set(),  # replaced by tinypds/http_server.py (idle RSS); tests use it for stand-in upstreams
     "dns": {"services/identity.py"},
 }
