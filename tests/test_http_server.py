@@ -260,3 +260,28 @@ def test_pipelined_request_behind_a_streamed_answer_with_a_disconnect_watcher():
             f.readline()
             answers.append(body)
     assert answers == [b"one,two,three"] * 2
+
+
+def test_a_header_with_a_line_break_is_never_sent():
+    async def injecting(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await toy_app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", b"/ok\r\nset-cookie: stolen=1")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    with running(injecting) as (_srv, url), _sock(int(url.rsplit(":", 1)[1])) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _read_response(s)
+    assert status == 500 and "set-cookie" not in headers and "location" not in headers
+    assert json.loads(body)["error"] == "InternalServerError"
+
+
+def test_http_1_0_gets_a_framed_answer_and_a_close(server):
+    _, port = server
+    with _sock(port) as s:
+        s.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+        status, headers, body = _read_response(s)
+        assert status == 200 and json.loads(body)["path"] == "/old"
+        assert headers["connection"] == "close" and _closed(s)

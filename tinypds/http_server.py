@@ -466,7 +466,6 @@ class _Connection:
         if kind == "http.response.start":
             if ex.started:
                 raise RuntimeError("the response has already started")
-            ex.started = True
             status = message["status"]
             lines = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
             has_length = False
@@ -496,6 +495,7 @@ class _Connection:
                 lines.append(b"connection: close\r\n")
             lines.append(b"date: %s\r\n\r\n" % _http_date())
             ex.pending = b"".join(lines)
+            ex.started = True  # only now: a refused header above still gets a 500 answer
             return
         if kind != "http.response.body":
             return
