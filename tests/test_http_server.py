@@ -14,6 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.inprocess import running
 from tinypds import http_server
+from tinypds.http_server import limits
 
 
 async def toy_app(scope, receive, send):
@@ -107,7 +108,7 @@ def test_malformed_and_oversized_requests_get_an_error_and_a_close(server):
         assert status == 400 and json.loads(body)["error"] == "InvalidRequest"
         assert headers["connection"] == "close" and _closed(s)
     with _sock(port) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (2 * http_server.MAX_HEADER_BYTES) + b"\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (2 * limits.MAX_HEADER_BYTES) + b"\r\n\r\n")
         assert _read_response(s)[0] == 431 and _closed(s)
 
 
@@ -140,7 +141,7 @@ def test_unread_body_small_keeps_the_connection_large_closes_it(server):
         s.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
         assert json.loads(_read_response(s)[2])["path"] == "/next"
     with _sock(port) as s:
-        size = 4 * http_server.MAX_DRAIN_BYTES
+        size = 4 * limits.MAX_DRAIN_BYTES
         s.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
         assert _read_response(s)[0] == 200
         assert _closed(s)  # the body never came: the server does not wait for it
@@ -166,7 +167,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored():
 
 def test_idle_keep_alive_connection_is_closed(server, monkeypatch):
     _, port = server
-    monkeypatch.setattr(http_server, "KEEP_ALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(limits, "KEEP_ALIVE_SECONDS", 0.3)
     with _sock(port) as s:
         s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_response(s)[0] == 200

@@ -31,12 +31,12 @@ OWNERS = {
     "keyring": {"services/keys.py"},
     "coincurve": {"core/crypto.py"},
     "cryptography": {"core/crypto.py"},
-    "msgspec": {"web.py", "xrpc/"},
-    "litestar": set(),  # replaced by tinypds/web.py (idle RSS); must not come back unnoticed
-    "httptools": {"http_server.py"},
-    "wsproto": {"http_server.py"},
+    "msgspec": {"web/", "xrpc/"},
+    "litestar": set(),  # replaced by tinypds/web/ (idle RSS); must not come back unnoticed
+    "httptools": {"http_server/"},
+    "wsproto": {"http_server/"},
     "h11": set(),  # only under wsproto
-    "uvicorn": set(),  # replaced by tinypds/http_server.py (idle RSS); tests use it for stand-in upstreams
+    "uvicorn": set(),  # replaced by tinypds/http_server/ (idle RSS); tests use it for stand-in upstreams
     "dns": {"services/identity.py"},
 }
 

@@ -1,15 +1,11 @@
-"""The HTTP/1.1 + websocket server for the one ASGI app, on asyncio streams: httptools (llhttp,
-Node's parser) parses requests, wsproto speaks websocket, this module frames responses, keeps
-the limits and runs the lifespan. It replaced uvicorn, whose package always imports its
-command line and process supervisors (click, multiprocessing, logging.config: ~3.5 MB of a
-Pi's idle RSS). Imports httptools, wsproto and the standard library only.
+"""One HTTP/1.1 connection: httptools parses requests into a queue of events, the ASGI app
+gets `receive`/`send`, answers are framed here (Content-Length or chunked), keep-alive and
+the limits in `limits` are kept. A websocket upgrade is handed to websocket.WebSocket.
 
-Tricky bits: a connection serves one request at a time (pipelined ones wait, parsed, in a
-queue); a request body the app left unread is dropped after the answer, or the connection
-closed if it is large; response header names and values are checked (no CR/LF/NUL: no
-header injection from a redirect target); a request from a trusted proxy (loopback: Caddy on
-the same host) takes the client address and scheme from X-Forwarded-For / X-Forwarded-Proto;
-a websocket is pinged after 30 s of silence and dropped after 30 s more.
+Tricky bits: the app pulls the body (nothing is read from the socket it has not asked for,
+so TCP pushes back); a read is always handed to the parser even when its caller is
+cancelled; an unread body is dropped after the answer if small, else the connection closes;
+response header names and values are checked (no CR/LF/NUL injection).
 """
 
 from __future__ import annotations
@@ -18,34 +14,23 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
 import httptools
 
+from . import limits
+from .websocket import WebSocket, wants_websocket
+
+if TYPE_CHECKING:
+    from .server import Server
+
 log = logging.getLogger("tinypds.http")
 
-READ_SIZE = 64 * 1024
-MAX_HEADER_BYTES = 64 * 1024  # request line + headers; more is 431
-FIRST_REQUEST_SECONDS = 10.0  # a new connection must send a request's first bytes within this
-KEEP_ALIVE_SECONDS = 20.0  # an idle keep-alive connection is closed after this (longer than clients' 4-5 s pools)
-HEADER_SECONDS = 30.0  # a started request must complete its headers within this
-BODY_IDLE_SECONDS = 60.0  # a request body that stalls this long: the client is gone
-WS_PING_SECONDS = 30.0
-WS_MAX_MESSAGE = 1 << 20
-TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
-
 _DISCONNECT = {"type": "http.disconnect"}
-MAX_DRAIN_BYTES = 256 * 1024  # an unread body up to this is read and dropped to keep the connection; more closes it
-DRAIN_SECONDS = 2.0
-
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-
-
 _date = [0, b""]  # the Date header, formatted once per second
 
 
@@ -54,133 +39,6 @@ def _http_date() -> bytes:
     if _date[0] != now:
         _date[0], _date[1] = now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
     return _date[1]
-
-
-class Server:
-    """Serve `app` on host:port until SIGINT/SIGTERM (or `stop()`), then drain and shut down."""
-
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *,
-                 trusted_proxies: Iterable[str] = TRUSTED_PROXIES, graceful_seconds: float = 10.0,
-                 on_listening: Callable[[list], None] | None = None):
-        self.app = app
-        self.host, self.port = host, port
-        self.trusted_proxies = frozenset(trusted_proxies)
-        self.graceful_seconds = graceful_seconds
-        self.on_listening = on_listening
-        self.started = False
-        self.closing = False
-        self.sockets: list = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._connections: dict[asyncio.Task, Any] = {}
-
-    def run(self) -> bool:
-        """Blocking: serve until stopped. True when the server started (and stopped cleanly)."""
-        return asyncio.run(self.serve())
-
-    def stop(self) -> None:
-        """Thread-safe: begin a graceful shutdown (a second call cancels what is still running)."""
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                self._loop.call_soon_threadsafe(self._on_signal)
-
-    def _on_signal(self) -> None:
-        if self._stop is None:
-            return
-        if self._stop.is_set():  # asked twice: stop waiting for busy connections
-            for task in list(self._connections):
-                task.cancel()
-        self._stop.set()
-
-    async def serve(self) -> bool:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):  # not the main thread
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(sig, self._on_signal)
-        lifespan = _Lifespan(self.app)
-        if not await lifespan.startup():
-            return False
-        try:
-            server = await asyncio.start_server(self._accept, self.host, self.port, reuse_address=True)
-        except OSError as exc:
-            log.error("cannot listen on %s:%s: %s", self.host, self.port, exc)
-            await lifespan.shutdown()
-            return False
-        self.sockets = list(server.sockets)
-        self.started = True
-        if self.on_listening is not None:
-            self.on_listening(self.sockets)
-        await self._stop.wait()
-        self.closing = True
-        server.close()
-        for conn in list(self._connections.values()):
-            conn.shutdown()
-        if self._connections:
-            _done, pending = await asyncio.wait(list(self._connections), timeout=self.graceful_seconds)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        await lifespan.shutdown()
-        return True
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        conn = _Connection(self, reader, writer)
-        assert task is not None
-        self._connections[task] = conn
-        try:
-            await conn.run()
-        except (OSError, asyncio.CancelledError):
-            pass
-        except Exception:
-            log.exception("connection failed")
-        finally:
-            self._connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-class _Lifespan:
-    """Runs the app's lifespan protocol: startup before listening, shutdown after draining."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.started: asyncio.Future = loop.create_future()
-        self.stopped: asyncio.Future = loop.create_future()
-        self.task: asyncio.Task | None = None
-
-    async def _send(self, message: dict) -> None:
-        target = self.started if message["type"].startswith("lifespan.startup") else self.stopped
-        if not target.done():
-            target.set_result(message)
-
-    async def _run(self) -> None:
-        try:
-            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, self.inbox.get, self._send)
-        except BaseException as exc:
-            log.error("lifespan failed: %s", exc, exc_info=exc)
-            for fut in (self.started, self.stopped):
-                if not fut.done():
-                    fut.set_result({"type": "failed", "message": str(exc)})
-
-    async def startup(self) -> bool:
-        self.task = asyncio.ensure_future(self._run())
-        await self.inbox.put({"type": "lifespan.startup"})
-        message = await self.started
-        if message["type"] != "lifespan.startup.complete":
-            log.error("Application startup failed. Exiting.")
-            return False
-        return True
-
-    async def shutdown(self) -> None:
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        await self.stopped
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 class _Request(NamedTuple):
@@ -247,7 +105,7 @@ class _Exchange:
         self.finished = asyncio.Event()
 
 
-class _Connection:
+class Connection:
     def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.server, self.reader, self.writer = server, reader, writer
         self.parsed = _Parsed()
@@ -256,7 +114,7 @@ class _Connection:
         self.client = (peer[0], peer[1]) if peer else None
         self.local = (sock[0], sock[1]) if sock else None
         self.idle = True
-        self.websocket: _WebSocket | None = None
+        self.websocket: WebSocket | None = None
         self.read_lock = asyncio.Lock()
         self.served = 0
         self.upgraded: bytes | None = None  # bytes after an Upgrade request's head (the parser stops there)
@@ -280,8 +138,8 @@ class _Connection:
                 return  # closed, timed out
             req = event[1]
             self.idle = False
-            if self.upgraded is not None and _wants_websocket(req):
-                self.websocket = _WebSocket(self, req)
+            if self.upgraded is not None and wants_websocket(req):
+                self.websocket = WebSocket(self, req)
                 await self.websocket.run()
                 return
             ex = _Exchange(req)
@@ -300,7 +158,7 @@ class _Connection:
         dropped = 0
         while not ex.body_done:
             try:
-                event = await self._next_event(DRAIN_SECONDS)
+                event = await self._next_event(limits.DRAIN_SECONDS)
             except _Refused:
                 return False
             if event is None:
@@ -309,14 +167,14 @@ class _Connection:
                 ex.body_done = True
             elif event[0] == "data":
                 dropped += len(event[1])
-                if dropped > MAX_DRAIN_BYTES:
+                if dropped > limits.MAX_DRAIN_BYTES:
                     return False
         return True
 
     def _idle_timeout(self) -> float:
         if self.parsed.in_head:
-            return HEADER_SECONDS  # a request has started arriving
-        return KEEP_ALIVE_SECONDS if self.served else FIRST_REQUEST_SECONDS
+            return limits.HEADER_SECONDS  # a request has started arriving
+        return limits.KEEP_ALIVE_SECONDS if self.served else limits.FIRST_REQUEST_SECONDS
 
     async def _next_event(self, timeout: float) -> Any:
         """The next parsed event; None when the peer is gone or silent for `timeout`."""
@@ -329,7 +187,7 @@ class _Connection:
     async def _fill(self, timeout: float) -> bool:
         """Read more bytes into the parser; False on silence, the end of the stream or a dead
         socket. What a read got is parsed even when the caller is being cancelled."""
-        reading = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        reading = asyncio.ensure_future(self.reader.read(limits.READ_SIZE))
         try:
             await asyncio.wait({reading}, timeout=timeout)
         finally:
@@ -349,7 +207,7 @@ class _Connection:
             raise _Refused(400, f"unparsable request: {exc}") from None
         if parsed.in_head:
             parsed.head_bytes += len(data)
-            if parsed.head_bytes > MAX_HEADER_BYTES:
+            if parsed.head_bytes > limits.MAX_HEADER_BYTES:
                 raise _Refused(431, "request head too large")
 
     async def _refuse(self, status: int, why: str) -> None:
@@ -428,7 +286,7 @@ class _Connection:
                 ex.continue_sent = True
                 self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
-                event = await self._next_event(BODY_IDLE_SECONDS)
+                event = await self._next_event(limits.BODY_IDLE_SECONDS)
             except _Refused:
                 event = None
             if event is not None and event[0] == "data":
@@ -443,7 +301,7 @@ class _Connection:
             if len(self.parsed.events) > 64:  # pipelined requests queue up: stop reading until this one is answered
                 await ex.finished.wait()
                 break
-            reading = asyncio.ensure_future(self.reader.read(READ_SIZE))
+            reading = asyncio.ensure_future(self.reader.read(limits.READ_SIZE))
             finishing = asyncio.ensure_future(ex.finished.wait())
             try:
                 await asyncio.wait({reading, finishing}, return_when=asyncio.FIRST_COMPLETED)
@@ -531,155 +389,3 @@ def _reason(status: int) -> bytes:
 
 def _expects_continue(req: _Request) -> bool:
     return any(n == b"expect" and v.lower() == b"100-continue" for n, v in req.headers)
-
-
-def _wants_websocket(req: _Request) -> bool:
-    upgrade = connection = b""
-    for name, value in req.headers:
-        if name == b"upgrade":
-            upgrade = value.lower()
-        elif name == b"connection":
-            connection = value.lower()
-    return req.method == b"GET" and upgrade == b"websocket" and b"upgrade" in connection
-
-
-ws_: Any = None  # the wsproto names, set by the first websocket (_load_wsproto)
-
-
-def _load_wsproto() -> None:
-    """Import wsproto (and h11 under it) with the first websocket: an idle server has none."""
-    global ws_
-    if ws_ is None:
-        ws_ = _wsproto()
-
-
-def _wsproto() -> Any:
-    from types import SimpleNamespace
-
-    from wsproto import ConnectionType
-    from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, RejectConnection,
-                                TextMessage)
-    from wsproto.handshake import H11Handshake
-    from wsproto.utilities import LocalProtocolError, RemoteProtocolError
-
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "SimpleNamespace"})
-
-
-class _WebSocket:
-    """One websocket: the handshake via wsproto's H11Handshake (the request is already parsed),
-    frames via wsproto, ASGI messages to and from the app."""
-
-    def __init__(self, conn: _Connection, req: _Request):
-        self.conn = conn
-        self.scope = conn.scope(req, "websocket")
-        self.scope["subprotocols"] = [p.strip() for n, v in req.headers if n == b"sec-websocket-protocol"
-                                      for p in v.decode("latin-1").split(",") if p.strip()]
-        _load_wsproto()
-        self.handshake = ws_.H11Handshake(ws_.ConnectionType.SERVER)
-        self.handshake.initiate_upgrade_connection(list(req.headers), req.target)
-        self.ws: Any = None
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.inbox.put_nowait({"type": "websocket.connect"})
-        self.accepted = self.closed = False
-        self.reading: asyncio.Task | None = None
-
-    def going_away(self) -> None:
-        self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
-
-    async def run(self) -> None:
-        try:
-            await self.conn.server.app(self.scope, self.inbox.get, self.send)
-        except OSError:
-            pass
-        except Exception:
-            log.exception("websocket app failed on %s", self.scope["path"])
-        finally:
-            if self.reading is not None:
-                self.reading.cancel()
-            with contextlib.suppress(Exception):
-                if not self.accepted and not self.closed:
-                    await self._write(self.handshake.send(ws_.RejectConnection(status_code=500, headers=[(b"content-length", b"0")])))
-                elif not self.closed:
-                    await self._write(self.ws.send(ws_.CloseConnection(code=1000)))
-
-    async def _write(self, data: bytes) -> None:
-        self.conn.writer.write(data)
-        await self.conn.writer.drain()
-
-    async def send(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "websocket.accept":
-            if self.accepted or self.closed:
-                raise RuntimeError("websocket already accepted or closed")
-            extra = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
-            await self._write(self.handshake.send(ws_.AcceptConnection(subprotocol=message.get("subprotocol"), extra_headers=extra)))
-            self.ws = self.handshake.connection
-            self.accepted = True
-            self.reading = asyncio.ensure_future(self._read_loop(self.conn.upgraded or b""))
-        elif kind == "websocket.send":
-            if self.closed or not self.accepted:
-                raise ConnectionResetError("the websocket is closed")
-            data = message.get("bytes")
-            await self._write(self.ws.send(ws_.Message(data=data if data is not None else message.get("text") or "")))
-        elif kind == "websocket.close":
-            if self.closed:
-                return
-            self.closed = True
-            if not self.accepted:
-                await self._write(self.handshake.send(ws_.RejectConnection(status_code=403, headers=[(b"content-length", b"0")])))
-            else:
-                with contextlib.suppress(ws_.LocalProtocolError):
-                    await self._write(self.ws.send(ws_.CloseConnection(code=message.get("code", 1000), reason=message.get("reason") or None)))
-
-    async def _read_loop(self, leftover: bytes) -> None:
-        parts: list = []
-        size = 0
-        pinged = False
-        code = 1006
-        try:
-            data = leftover
-            while True:
-                if data:
-                    self.ws.receive_data(data)
-                    for event in self.ws.events():
-                        if isinstance(event, ws_.Ping):
-                            await self._write(self.ws.send(event.response()))
-                        elif isinstance(event, ws_.CloseConnection):
-                            code = event.code
-                            if not self.closed:
-                                self.closed = True
-                                with contextlib.suppress(ws_.LocalProtocolError):
-                                    await self._write(self.ws.send(event.response()))
-                            return
-                        elif isinstance(event, (ws_.TextMessage, ws_.BytesMessage)):
-                            parts.append(event.data)
-                            size += len(event.data)
-                            if size > WS_MAX_MESSAGE:
-                                code = 1009
-                                await self.send({"type": "websocket.close", "code": 1009})
-                                return
-                            if event.message_finished:
-                                key = "text" if isinstance(event, ws_.TextMessage) else "bytes"
-                                joined = "".join(parts) if key == "text" else b"".join(parts)
-                                self.inbox.put_nowait({"type": "websocket.receive", key: joined})
-                                parts, size = [], 0
-                try:
-                    data = await asyncio.wait_for(self.conn.reader.read(READ_SIZE), WS_PING_SECONDS)
-                except asyncio.TimeoutError:
-                    if pinged:
-                        return  # silent through a whole ping interval: gone
-                    pinged = True
-                    await self._write(self.ws.send(ws_.Ping(payload=b"tinypds")))
-                    data = b""
-                    continue
-                pinged = False
-                if not data:
-                    return
-        except ws_.RemoteProtocolError:
-            code = 1002
-            with contextlib.suppress(Exception):
-                await self.send({"type": "websocket.close", "code": 1002})
-        except OSError:
-            pass
-        finally:
-            self.inbox.put_nowait({"type": "websocket.disconnect", "code": code})
