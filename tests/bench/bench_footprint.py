@@ -3,7 +3,7 @@
 Starts the real `tinypds serve` (fresh data dir, dev account, 127.0.0.1, port 0) and prints:
 startup-to-healthy time (spawn -> first 200 from /xrpc/_health), RSS once idle (and the
 peak), CPU seconds used over N idle seconds, then RSS again after a small workload. Targets
-(issue 8): idle RSS < 60 MB, startup < 2 s, idle CPU ~0. Figures only, no assertions.
+(issues 3 and 8): idle RSS < 40 MB, startup < 2 s, idle CPU ~0. Figures only, no assertions.
 
     python tests/bench/bench_footprint.py [--idle 20] [--posts 200] [--data DIR]
 """
@@ -105,7 +105,7 @@ def main() -> None:
         idle_cpu = cpu_seconds(proc.pid) - c0
         rss_idle, _ = rss_mb(proc.pid)
         print(f"startup to healthy : {startup:6.2f} s    (target < 2 s; first start with account creation {first_startup:.2f} s)")
-        print(f"idle RSS           : {rss:6.1f} MB   (target < 60 MB; issue 3 wants < 40); peak so far {peak:.1f} MB")
+        print(f"idle RSS           : {rss:6.1f} MB   (target < 40 MB, issue 3); peak so far {peak:.1f} MB")
         print(f"idle CPU           : {idle_cpu:6.3f} s over {args.idle:.0f} s ({100 * idle_cpu / args.idle:.2f} %)  (target ~0)")
         print(f"RSS after idling   : {rss_idle:6.1f} MB")
         if args.posts and account.get("password"):

@@ -113,7 +113,7 @@ async def phases(host: str, port: int, token: str, did: str, n: int) -> None:
     t0 = time.perf_counter()
     per = n // 8
     more = await asyncio.gather(*(create_loop(c, did, per, 10_000 + k * per, lat) for k, c in enumerate(conns)))
-    report("createRecord 8 clients", per * 8, time.perf_counter() - t0, lat, "p50 < 3 ms")
+    report("createRecord 8 clients", per * 8, time.perf_counter() - t0, lat, "(figure only; the p50 target is sequential)")
     uris += [u for batch in more for u in batch]
 
     batches, size = max(5, n // 100), 200
