@@ -286,3 +286,22 @@ def test_http_1_0_gets_a_framed_answer_and_a_close(server):
         status, headers, body = _read_response(s)
         assert status == 200 and json.loads(body)["path"] == "/old"
         assert headers["connection"] == "close" and _closed(s)
+
+
+def test_a_trickled_request_head_is_cut_off(server, monkeypatch):
+    """Slowloris: bytes that keep coming but never finish the head do not keep the connection."""
+    _, port = server
+    monkeypatch.setattr(limits, "HEADER_SECONDS", 0.5)
+    with _sock(port) as s:
+        start = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        closed = False
+        for _ in range(40):  # one header byte every 0.1 s, for at most 4 s
+            time.sleep(0.1)
+            try:
+                s.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+        assert closed or _closed(s, wait=1)
+        assert time.monotonic() - start < 3

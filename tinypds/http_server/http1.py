@@ -58,11 +58,13 @@ class _Parsed:
         self.events: deque = deque()
         self.in_head = False
         self.head_bytes = 0
+        self.head_began = 0.0
         self._url = b""
         self._headers: list = []
 
     def on_message_begin(self) -> None:
         self.in_head, self.head_bytes, self._url, self._headers = True, 0, b"", []
+        self.head_began = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -130,7 +132,7 @@ class Connection:
         while not self.server.closing:
             try:
                 async with self.read_lock:  # a receive() the app left pending finishes first
-                    event = await self._next_event(self._idle_timeout())
+                    event = await self._next_event(None)
             except _Refused as exc:
                 await self._refuse(exc.status, str(exc))
                 return
@@ -172,15 +174,17 @@ class Connection:
         return True
 
     def _idle_timeout(self) -> float:
-        if self.parsed.in_head:
-            return limits.HEADER_SECONDS  # a request has started arriving
+        if self.parsed.in_head:  # a request has started arriving: its whole head has HEADER_SECONDS
+            return max(0.0, limits.HEADER_SECONDS - (time.monotonic() - self.parsed.head_began))
         return limits.KEEP_ALIVE_SECONDS if self.served else limits.FIRST_REQUEST_SECONDS
 
-    async def _next_event(self, timeout: float) -> Any:
-        """The next parsed event; None when the peer is gone or silent for `timeout`."""
+    async def _next_event(self, timeout: float | None) -> Any:
+        """The next parsed event; None when the peer is gone or silent for `timeout` (None:
+        between requests, where the wait depends on how far the next request has come)."""
         events = self.parsed.events
         while not events:
-            if self.upgraded is not None or not await self._fill(timeout):
+            wait = self._idle_timeout() if timeout is None else timeout
+            if self.upgraded is not None or not await self._fill(wait):
                 return None
         return events.popleft()
 
