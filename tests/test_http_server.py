@@ -52,9 +52,17 @@ def server():
         yield srv, int(url.rsplit(":", 1)[1])
 
 
-def _sock(port: int) -> socket.socket:
+@contextlib.contextmanager
+def _sock(port: int):
+    """A client socket; closing it closes its buffered reader too (else the fd stays open)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return s
+    try:
+        yield s
+    finally:
+        reader = _readers.pop(id(s), None)
+        if reader is not None:
+            reader[1].close()
+        s.close()
 
 
 def _read_response(s: socket.socket, head: bool = False) -> tuple[int, dict, bytes]:
@@ -78,9 +86,9 @@ _readers: dict[int, object] = {}
 
 def _reader(s: socket.socket):
     """One buffered reader per socket, so bytes of a following response are never lost."""
-    if s.fileno() not in _readers or _readers[s.fileno()][0] is not s:
-        _readers[s.fileno()] = (s, s.makefile("rb"))
-    return _readers[s.fileno()][1]
+    if id(s) not in _readers:
+        _readers[id(s)] = (s, s.makefile("rb"))
+    return _readers[id(s)][1]
 
 
 def _closed(s: socket.socket, wait: float = 5.0) -> bool:
@@ -305,3 +313,19 @@ def test_a_trickled_request_head_is_cut_off(server, monkeypatch):
                 break
         assert closed or _closed(s, wait=1)
         assert time.monotonic() - start < 3
+
+
+def test_connections_over_the_limit_get_503(server, monkeypatch):
+    _, port = server
+    monkeypatch.setattr(limits, "MAX_CONNECTIONS", 2)
+    with _sock(port) as a, _sock(port) as b:
+        for s in (a, b):  # two connections in use
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(s)[0] == 200
+        with _sock(port) as c:
+            status, _, body = _read_response(c)
+            assert status == 503 and json.loads(body)["error"] == "NotEnoughResources"
+    time.sleep(0.3)  # the server notices the others closing
+    with _sock(port) as d:  # room again
+        d.sendall(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(d)[0] == 200

@@ -134,7 +134,7 @@ class Connection:
                 async with self.read_lock:  # a receive() the app left pending finishes first
                     event = await self._next_event(None)
             except _Refused as exc:
-                await self._refuse(exc.status, str(exc))
+                await self.refuse(exc.status, str(exc))
                 return
             if event is None or event[0] != "request":
                 return  # closed, timed out
@@ -214,9 +214,11 @@ class Connection:
             if parsed.head_bytes > limits.MAX_HEADER_BYTES:
                 raise _Refused(431, "request head too large")
 
-    async def _refuse(self, status: int, why: str) -> None:
-        """Answer a request we could not parse (400, 431) or an app failure (500), and close."""
-        if status >= 500:
+    async def refuse(self, status: int, why: str) -> None:
+        """Answer a request we could not parse (400, 431), an app failure (500) or a full server (503); close."""
+        if status == 503:
+            body = b'{"error":"NotEnoughResources","message":"Too many connections; try again later"}'
+        elif status >= 500:
             body = b'{"error":"InternalServerError","message":"Internal Server Error"}'
         else:
             body = b'{"error":"InvalidRequest","message":"Bad HTTP request"}'
@@ -252,7 +254,7 @@ class Connection:
         """Run the app for one request; False when the connection must close afterwards."""
         scope = self.scope(ex.req, "http")
         if ex.req.http_version not in ("1.1", "1.0"):
-            await self._refuse(505, "HTTP version not supported")
+            await self.refuse(505, "HTTP version not supported")
             return False
 
         async def receive() -> dict:
@@ -268,12 +270,12 @@ class Connection:
             return False
         except _Refused as exc:  # the request body could not be parsed
             if not ex.started:
-                await self._refuse(exc.status, str(exc))
+                await self.refuse(exc.status, str(exc))
             return False
         except Exception:
             log.exception("the app failed on %s %s", scope["method"], scope["path"])
             if not ex.started:
-                await self._refuse(500, "app error")
+                await self.refuse(500, "app error")
             return False
         finally:
             ex.finished.set()

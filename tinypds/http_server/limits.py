@@ -10,4 +10,5 @@ MAX_DRAIN_BYTES = 256 * 1024  # an unread body up to this is read and dropped to
 DRAIN_SECONDS = 2.0
 WS_PING_SECONDS = 30.0  # a silent websocket is pinged after this, and dropped after as long again
 WS_MAX_MESSAGE = 1 << 20
+MAX_CONNECTIONS = 512  # open connections (firehose subscribers included); more get 503
 TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})  # whose X-Forwarded-For / -Proto are believed

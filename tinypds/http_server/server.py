@@ -93,6 +93,11 @@ class Server:
         task = asyncio.current_task()
         conn = Connection(self, reader, writer)
         assert task is not None
+        if len(self._connections) >= limits.MAX_CONNECTIONS:  # a Pi's memory is the limit: refuse, do not queue
+            log.warning("refused a connection: %d open (limit %d)", len(self._connections), limits.MAX_CONNECTIONS)
+            await conn.refuse(503, "too many connections")
+            writer.close()
+            return
         self._connections[task] = conn
         try:
             await conn.run()
