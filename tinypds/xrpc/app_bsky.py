@@ -8,11 +8,10 @@ routing helpers; never store.
 
 from __future__ import annotations
 
-from ..web import Request, Response, get, post
-
 from ..errors import MethodNotImplemented
 from ..services.preferences import PreferencesService
 from ..services.oauth.scopes import RpcCall
+from ..web import Request, Response, get, post
 from .proxy import forward_request, rpc_audience
 from .routing import access_auth, json_body, services
 

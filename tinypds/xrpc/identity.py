@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..web import Request, get, post
-
 from ..core.syntax import InvalidSyntax, parse_at_identifier, parse_did, parse_handle
 from ..errors import InvalidRequest, NotEnoughResources
 from ..services.oauth.scopes import IdentityChange
+from ..web import Request, get, post
 from .routing import access_auth, body_str, json_body, query_str, services
 
 NS = "/xrpc/com.atproto.identity."

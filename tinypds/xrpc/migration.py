@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..web import Request, get, post
-
 from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
 from ..services.migration import MigrationService
 from ..services.relay import after_event
 from ..services.oauth.scopes import AccountAccess
+from ..web import Request, get, post
 from .routing import access_auth, body_str, json_body, query_int, query_str, services
 
 SERVER = "/xrpc/com.atproto.server."

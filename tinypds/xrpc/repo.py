@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..web import ASGIApp, Request, get, post
-
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
+from ..web import ASGIApp, Request, get, post
 from .routing import JsonResponse, access_auth, body_bool, body_str, json_body, query_int, query_str, services
 
 NS = "/xrpc/com.atproto.repo."

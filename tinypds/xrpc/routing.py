@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from ..web import Request
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, PayloadTooLarge
+from ..web import Request
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()

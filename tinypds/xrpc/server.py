@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..web import Request, get, post
-
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidToken
 from ..services.account_status import account_status
+from ..web import Request, get, post
 from .proxy import proxy_service
 from ..services.oauth.scopes import AccountAccess, RpcCall, scope_allows
 from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..web import Request, Response, Stream, WebSocket, WebSocketDisconnect, get, websocket
-
 from ..core.cid import CID
 from ..core.events import error_frame
 from ..core.syntax import InvalidSyntax, parse_did, parse_nsid, parse_rkey, parse_tid
 from ..errors import InvalidRequest, RepoNotFound
 from ..services import repo_io
+from ..web import Request, Response, Stream, WebSocket, WebSocketDisconnect, get, websocket
 from .routing import query_int, query_str, services
 
 NS = "/xrpc/com.atproto.sync."

@@ -6,11 +6,10 @@ Imports tinypds.web, errors and the routing helpers only.
 
 from __future__ import annotations
 
-from ..web import Request, get
-
 from .. import __version__
 from ..services.account import get_account
 from ..errors import NotFound
+from ..web import Request, get
 from .routing import services
 
 ROBOTS = "# Hello!\n\n# Crawling the public API is allowed\nUser-agent: *\nAllow: /\n"
