@@ -31,7 +31,7 @@ async def too_large() -> None:
     raise BlobTooLarge()
 
 
-@post("/small", request_max_body_size=10)
+@post("/small", max_body=10)
 async def small(request) -> dict:
     return {"n": len(b"".join([c async for c in request.stream()]))}
 

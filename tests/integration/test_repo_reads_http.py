@@ -1,5 +1,5 @@
-"""getRecord / listRecords responses on the fast path (pre-encoded JSON, no generic serializer):
-headers, CORS, body, error shapes and cursors must be exactly what clients get elsewhere."""
+"""getRecord / listRecords responses, the hottest read routes: headers, CORS, body, error
+shapes and cursors must be exactly what clients get elsewhere."""
 
 from __future__ import annotations
 

@@ -188,13 +188,18 @@ class Connection:
                 return None
         return events.popleft()
 
-    async def _fill(self, timeout: float) -> bool:
-        """Read more bytes into the parser; False on silence, the end of the stream or a dead
-        socket. What a read got is parsed even when the caller is being cancelled."""
+    async def _fill(self, timeout: float | None, until: asyncio.Event | None = None) -> bool:
+        """Read more bytes into the parser. False on silence for `timeout`, the end of the stream,
+        a dead socket, or `until` being set first. What a read got is parsed even when the
+        caller is being cancelled (the reader allows one waiter: an abandoned read is awaited)."""
         reading = asyncio.ensure_future(self.reader.read(limits.READ_SIZE))
+        waiting = asyncio.ensure_future(until.wait()) if until is not None else None
         try:
-            await asyncio.wait({reading}, timeout=timeout)
+            await asyncio.wait({reading} if waiting is None else {reading, waiting}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if waiting is not None:
+                waiting.cancel()
             reading.cancel()  # a no-op when it is done; else abandoned (the bytes stay in the reader)
             result = (await asyncio.gather(reading, return_exceptions=True))[0]
             if isinstance(result, bytes) and result:
@@ -307,22 +312,12 @@ class Connection:
             if len(self.parsed.events) > 64:  # pipelined requests queue up: stop reading until this one is answered
                 await ex.finished.wait()
                 break
-            reading = asyncio.ensure_future(self.reader.read(limits.READ_SIZE))
-            finishing = asyncio.ensure_future(ex.finished.wait())
             try:
-                await asyncio.wait({reading, finishing}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                finishing.cancel()
-                reading.cancel()  # a no-op when it is done; else the read is abandoned (the bytes stay buffered)
-                # the reader allows one waiter: the abandoned read must be gone before the next one;
-                # and what a finished read got must be parsed even when this task is being cancelled
-                result = (await asyncio.gather(reading, return_exceptions=True))[0]
-                if isinstance(result, bytes):
-                    if result:
-                        with contextlib.suppress(_Refused):  # a bad next request is refused in its turn
-                            self._feed(result)
-                    else:
-                        ex.disconnected = True
+                got = await self._fill(None, until=ex.finished)  # a pipelined request is parsed for its turn
+            except _Refused:  # a bad next request is refused in its turn
+                continue
+            if not got and not ex.finished.is_set():
+                ex.disconnected = True
         return _DISCONNECT
 
     async def _send(self, ex: _Exchange, message: dict) -> None:

@@ -41,7 +41,7 @@ class Route:
 
 
 def route(path: str, *, http_method: Iterable[str], **options: Any) -> Callable[[Callable[..., Any]], Route]:
-    return lambda fn: Route(path, http_method, fn, **_options(options))
+    return lambda fn: Route(path, http_method, fn, **options)
 
 
 def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Route]:
@@ -54,12 +54,6 @@ def post(path: str, **options: Any) -> Callable[[Callable[..., Any]], Route]:
 
 def websocket(path: str) -> Callable[[Callable[..., Any]], Route]:
     return lambda fn: Route(path, ("GET",), fn, websocket=True)
-
-
-def _options(options: dict[str, Any]) -> dict[str, Any]:
-    if "request_max_body_size" in options:
-        options["max_body"] = options.pop("request_max_body_size")
-    return options
 
 
 @dataclass(frozen=True)
@@ -213,12 +207,7 @@ def _as_response(result: Any, handler: Route) -> Any:
     dict/list become JSON, str/bytes a body of the route's media type, None an empty body."""
     if callable(result):
         return result
-    if result is None:
-        return Response(None, handler.status_code, media_type=handler.media_type)
-    if isinstance(result, (dict, list)):
-        return Response(result, handler.status_code, media_type=handler.media_type or "application/json")
-    if isinstance(result, str):
-        return Response(result, handler.status_code, media_type=handler.media_type or "text/plain")
-    if isinstance(result, bytes):
-        return Response(result, handler.status_code, media_type=handler.media_type or "application/octet-stream")
-    raise TypeError(f"handler {handler.fn.__name__} returned {type(result).__name__}")
+    if result is not None and not isinstance(result, (dict, list, str, bytes)):
+        raise TypeError(f"handler {handler.fn.__name__} returned {type(result).__name__}")
+    media = handler.media_type or ("application/octet-stream" if isinstance(result, bytes) else None)
+    return Response(result, handler.status_code, media_type=media)  # (Response picks JSON / text/plain)

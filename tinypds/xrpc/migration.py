@@ -96,7 +96,7 @@ async def delete_account(request: Request) -> None:
     await _migration(request).delete_account(did, password, token)
 
 
-@post(REPO + "importRepo", status_code=200, request_max_body_size=None)
+@post(REPO + "importRepo", status_code=200, max_body=None)
 async def import_repo(request: Request) -> None:
     ctx = await access_auth(request, full=True, scope=AccountAccess("repo", "manage"))
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()

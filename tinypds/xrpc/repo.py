@@ -15,8 +15,8 @@ from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
-from ..web import ASGIApp, Request, get, post
-from .routing import JsonResponse, access_auth, body_bool, body_str, json_body, query_int, query_str, services
+from ..web import Request, get, post
+from .routing import access_auth, body_bool, body_str, json_body, query_int, query_str, services
 
 NS = "/xrpc/com.atproto.repo."
 
@@ -87,7 +87,7 @@ def _write_result(outcome: Any) -> dict:
 
 
 @post(NS + "createRecord", status_code=200)
-async def create_record(request: Request) -> ASGIApp:
+async def create_record(request: Request) -> dict:
     _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
@@ -100,11 +100,11 @@ async def create_record(request: Request) -> ASGIApp:
         validate=_validate_flag(body),
         swap_commit=body_str(body, "swapCommit", required=False),
     )
-    return JsonResponse(_write_result(outcome))  # pre-encoded: the hot write path skips the generic serializer
+    return _write_result(outcome)
 
 
 @post(NS + "putRecord", status_code=200)
-async def put_record(request: Request) -> ASGIApp:
+async def put_record(request: Request) -> dict:
     _writable(request)
     ctx = await access_auth(request)
     body = await json_body(request)
@@ -122,7 +122,7 @@ async def put_record(request: Request) -> ASGIApp:
         swap_record=swap,
         swap_commit=body_str(body, "swapCommit", required=False),
     )
-    return JsonResponse(_write_result(outcome))
+    return _write_result(outcome)
 
 
 @post(NS + "deleteRecord", status_code=200)
@@ -195,16 +195,16 @@ def _view(v: Any) -> dict:
 
 
 @get(NS + "getRecord")
-async def get_record(request: Request) -> ASGIApp:
+async def get_record(request: Request) -> dict:
     ident = query_str(request, "repo", required=True)
     collection = query_str(request, "collection", required=True)
     rkey = query_str(request, "rkey", required=True)
     cid = query_str(request, "cid")
-    return JsonResponse(_view(_records(request, ident).get_record(collection, rkey, cid)))
+    return _view(_records(request, ident).get_record(collection, rkey, cid))
 
 
 @get(NS + "listRecords")
-async def list_records(request: Request) -> ASGIApp:
+async def list_records(request: Request) -> dict:
     ident = query_str(request, "repo", required=True)
     collection = query_str(request, "collection", required=True)
     limit = query_int(request, "limit", 50, 1, 100)
@@ -217,7 +217,7 @@ async def list_records(request: Request) -> ASGIApp:
     out: dict[str, Any] = {"records": [_view(v) for v in views]}
     if next_cursor:
         out["cursor"] = next_cursor
-    return JsonResponse(out)
+    return out
 
 
 @get(NS + "describeRepo")
@@ -254,7 +254,7 @@ def _minimal_did_doc(request: Request, account: Any) -> dict:
     return doc
 
 
-@post(NS + "uploadBlob", status_code=200, request_max_body_size=None)
+@post(NS + "uploadBlob", status_code=200, max_body=None)
 async def upload_blob(request: Request) -> dict:
     _writable(request)
     ctx = await access_auth(request)

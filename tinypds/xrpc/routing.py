@@ -5,8 +5,6 @@ and content-type check, query params) and fetching the request's AuthContext fro
 auth service. Imports tinypds.web and services only (never store). Tricky bits: the body is
 read with a byte cap before decoding, so an oversized JSON body never reaches memory
 whole; every failure is an XrpcError subclass, so the one app-level handler renders it.
-`JsonResponse` is a pre-encoded 200 JSON body for hot read routes (skips the generic
-per-response serializer and header building; handlers return it annotated `-> ASGIApp`).
 """
 
 from __future__ import annotations
@@ -19,22 +17,6 @@ from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, PayloadT
 from ..web import Request
 
 _json_decoder = msgspec.json.Decoder()
-_json_encoder = msgspec.json.Encoder()
-_JSON_TYPE = (b"content-type", b"application/json")
-
-
-class JsonResponse:
-    """A 200 application/json response, encoded once with msgspec (an ASGI app)."""
-
-    __slots__ = ("body",)
-
-    def __init__(self, obj: Any):
-        self.body = _json_encoder.encode(obj)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [_JSON_TYPE, (b"content-length", b"%d" % len(self.body))]})
-        await send({"type": "http.response.body", "body": self.body})
 
 
 def services(request: Request) -> Any:
