@@ -27,7 +27,8 @@ app-level exception handler renders them as {"error": name, "message": text}.
     ├── AuthenticationRequired    401
     │   ├── ExpiredToken          400  (the lexicons say 400 for ExpiredToken; clients refresh on the name)
     │   ├── InvalidToken          400
-    │   └── AccountTakedown       401
+    │   ├── AccountTakedown       401
+    │   └── AuthFactorTokenRequired 401  (a second factor is on: createSession wants authFactorToken)
     ├── Forbidden                 403  (scope / app-password restrictions)
     ├── NotFound                  404  (plain HTTP 404 route)
     ├── MethodNotAllowed          405
@@ -168,6 +169,12 @@ class Forbidden(XrpcError):
 class NotFound(XrpcError):
     status = 404
     default_message = "Not Found"
+class AuthFactorTokenRequired(AuthenticationRequired):
+    """createSession with the account password while a second factor is on: send authFactorToken."""
+
+    status = 401
+
+
 
 
 class MethodNotAllowed(XrpcError):

@@ -27,6 +27,7 @@ from ..core.jwt import JwtError, decode_jwt_unverified, sign_jwt, verify_jwt
 from ..errors import (
     AccountTakedown,
     AuthenticationRequired,
+    AuthFactorTokenRequired,
     ExpiredToken,
     InvalidRequest,
     InvalidToken,
@@ -148,6 +149,7 @@ class AuthService:
         self._account_throttles = [FailureThrottle(n, w, clock) for n, w in account_limits]
         self._argon = asyncio.Semaphore(password_concurrency)
         self._dummy_hash = _dummy_hash()  # made now (startup), so no sign-in pays for it
+        self.twofactor: Any = None  # services.twofactor.TwoFactorService, set by the app when 2FA is available
 
     # ---- password hashing off the event loop -------------------------------------------
     async def hash_password(self, password: str) -> str:
@@ -262,8 +264,25 @@ class AuthService:
             raise AccountTakedown("Account has been taken down")
         return {"did": row[0], "handle": row[1], "email": row[2], "status": row[4]}
 
-    async def create_session(self, identifier: str, password: str, ip: str) -> tuple[dict, dict]:
-        """Sign in with the account password or an app password -> (account, tokens)."""
+    def second_factor_required(self, did: str) -> bool:
+        return self.twofactor is not None and self.twofactor.required(did)
+
+    async def check_second_factor(self, did: str, code: str, ip: str) -> str:
+        """A TOTP or recovery code for `did`, counted against the sign-in throttle like a
+        password -> 'totp' | 'recovery'. InvalidToken ("Token is invalid", the words the
+        Bluesky app recognises) or RateLimitExceeded."""
+        self._check_throttle(ip, did)
+        used = await self.twofactor.check_code(did, code) if self.twofactor is not None else None
+        if used is None:
+            self._record_failure(ip, did)
+            raise InvalidToken("Token is invalid")
+        return used
+
+    async def create_session(self, identifier: str, password: str, ip: str,
+                             auth_factor_token: str | None = None) -> tuple[dict, dict]:
+        """Sign in with the account password or an app password -> (account, tokens).
+        With a second factor on, the account password also needs `auth_factor_token`
+        (AuthFactorTokenRequired without one); app passwords skip it."""
         row = self.db.read(lambda c: sql.find_account_for_login(c, identifier))
         account_key = row[0] if row else "ident:" + identifier.lower()
         self._check_throttle(ip, account_key)
@@ -281,6 +300,10 @@ class AuthService:
         did, handle, email, _, status = row
         if status == "takendown":
             raise AccountTakedown("Account has been taken down")
+        if app_pw is None and self.second_factor_required(did):
+            if not auth_factor_token:
+                raise AuthFactorTokenRequired("Enter the code from your authenticator app (or a recovery code)")
+            await self.check_second_factor(did, auth_factor_token, ip)
         now = int(self.clock())
         session = sql.SessionRow(
             id=secrets.token_urlsafe(18),
@@ -364,6 +387,16 @@ class AuthService:
         if not ctx.is_full_session:
             raise InvalidToken("Bad token scope")
         await self.db.awrite(lambda c: sql.delete_app_password(c, ctx.did, name))
+
+    def list_sessions(self, did: str) -> list[dict]:
+        """Live legacy sessions (password and app-password sign-ins) for the account page."""
+        rows = self.db.read(lambda c: sql.list_sessions(c, did, int(self.clock())))
+        return [{"id": r.id, "app_password": r.app_password_name, "privileged": r.privileged,
+                 "created_at": r.created_at, "last_used_at": r.refreshed_at} for r in rows]
+
+    async def revoke_session(self, did: str, session_id: str) -> bool:
+        """Sign one session out (its refresh and access tokens stop working at once)."""
+        return await self.db.awrite(lambda c: sql.delete_did_session(c, did, session_id))
 
     async def revoke_all_sessions(self, did: str) -> int:
         """Sign out everywhere (e.g. after a password change)."""

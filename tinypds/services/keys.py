@@ -28,7 +28,7 @@ from tinypds.core.crypto import K256PrivateKey, P256PrivateKey, PrivateKey
 from .sealed_file import DEFAULT_KEY_FILE, KeyMissingError, KeyStoreError, SealedFile  # noqa: F401 (re-exported)
 
 SERVICE = "tinypds"
-PURPOSES = ("signing", "rotation", "jwt")  # jwt: the session-token HMAC seed of the service DID
+PURPOSES = ("signing", "rotation", "jwt", "twofactor")  # jwt: the session-token HMAC seed of the service DID; twofactor: the seal of TOTP secrets
 CREDENTIAL_NAME = "tinypds-keys"  # systemd: LoadCredential=tinypds-keys:/path/to/secret
 
 _EXPORT_MAGIC = b"TPDSKEYS"

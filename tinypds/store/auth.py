@@ -89,6 +89,18 @@ def delete_expired_sessions(conn: Conn, now: int) -> int:
     return conn.changes()
 
 
+def list_sessions(conn: Conn, did: str, now: int) -> list[SessionRow]:
+    """The DID's live sessions, newest first (the account page's device list)."""
+    rows = conn.execute(f"SELECT {_SESSION_COLS} FROM session WHERE did = ? AND expires_at > ? ORDER BY refreshed_at DESC",
+                        (did, now)).fetchall()
+    return [_session(r) for r in rows]  # type: ignore[misc]
+
+
+def delete_did_session(conn: Conn, did: str, session_id: str) -> bool:
+    conn.execute("DELETE FROM session WHERE id = ? AND did = ?", (session_id, did))
+    return conn.changes() == 1
+
+
 def count_sessions(conn: Conn, did: str) -> int:
     return conn.execute("SELECT count(*) FROM session WHERE did = ?", (did,)).fetchone()[0]
 
