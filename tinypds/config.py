@@ -45,6 +45,12 @@ class Settings:
     event_retention_hours: int = 72
     crawl_interval_seconds: int = 1200
     firehose_max_lag: int = 1000  # frames a live subscriber may fall behind before ConsumerTooSlow
+    # network health watcher (services/health.py): seconds between checks (0 = off) and how long
+    # a relay may lag our rev before a crawl is requested
+    health_interval: int = 300
+    health_lag_seconds: int = 300
+    # Prometheus metrics at /metrics: "off", "loopback" (only from 127.0.0.1/::1) or "on"
+    metrics: str = "off"
     # proxy targets
     appview_url: str = "https://api.bsky.app"
     appview_did: str = "did:web:api.bsky.app"
@@ -209,6 +215,10 @@ def check_settings(s: Settings) -> list[str]:
         out.append("error: TINYPDS_EVENT_RETENTION_HOURS must be at least 1")
     if s.keyring_backend not in ("auto", "system", "file"):
         out.append("error: TINYPDS_KEYRING_BACKEND must be auto, system or file")
+    if s.metrics not in ("off", "loopback", "on"):
+        out.append("error: TINYPDS_METRICS must be off, loopback or on")
+    if s.health_interval < 0 or s.health_lag_seconds < 0:
+        out.append("error: TINYPDS_HEALTH_INTERVAL and TINYPDS_HEALTH_LAG_SECONDS must not be negative")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         out.append("error: TINYPDS_LOG_LEVEL must be debug, info, warning or error")
     if not s.dev and (s.hostname.startswith("localhost") or s.hostname.startswith("127.")):
