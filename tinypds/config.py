@@ -56,6 +56,10 @@ class Settings:
     appview_did: str = "did:web:api.bsky.app"
     chat_url: str = "https://api.bsky.chat"
     chat_did: str = "did:web:api.bsky.chat"
+    # email (services/email.py): where tokens are sent; empty smtp_url = none are sent
+    # (the owner reads them with `tinypds account email-token`)
+    smtp_url: str = ""  # smtp://[user:password@]host[:port] (STARTTLS if offered) or smtps://...
+    email_from: str = ""  # From: address; default noreply@<hostname>
     # sessions
     access_token_seconds: int = 2 * 3600
     refresh_token_seconds: int = 90 * 24 * 3600
@@ -82,6 +86,19 @@ class Settings:
     @property
     def service_did(self) -> str:
         return "did:web:" + self.hostname.replace(":", "%3A")
+
+    @property
+    def local_only(self) -> bool:
+        """The public hostname is a loopback name: `tinypds serve` runs such a server in dev
+        mode (http, keys in DATA/keys.json), and every CLI command must see it the same way."""
+        host = self.hostname
+        bare = host[1:].split("]", 1)[0] if host.startswith("[") else self.bare_hostname
+        bare = bare.lower()
+        return bare in ("localhost", "127.0.0.1", "::1") or bare.endswith(".localhost")
+
+    @property
+    def dev_like(self) -> bool:
+        return self.dev or self.local_only
 
     @property
     def bare_hostname(self) -> str:
@@ -223,6 +240,8 @@ def check_settings(s: Settings) -> list[str]:
         out.append("error: TINYPDS_LOG_LEVEL must be debug, info, warning or error")
     if not s.dev and (s.hostname.startswith("localhost") or s.hostname.startswith("127.")):
         out.append("warning: TINYPDS_HOSTNAME is a loopback name; other servers cannot reach this PDS")
+    if s.smtp_url and not s.smtp_url.startswith(("smtp://", "smtps://")):
+        out.append("error: TINYPDS_SMTP_URL must start with smtp:// or smtps://")
     for url in (s.plc_url, s.appview_url, s.chat_url, *s.relays):
         if not url.startswith(("http://", "https://")):
             out.append(f"error: {url!r} is not an http(s) URL")

@@ -118,6 +118,14 @@ class AccountNotFound(InvalidRequest):
     pass
 
 
+class TokenRequired(InvalidRequest):
+    pass
+
+
+class InvalidEmail(InvalidRequest):
+    pass
+
+
 class RepoDeactivated(InvalidRequest):
     pass
 

@@ -126,7 +126,8 @@ class KeyStore:
         mode = getattr(settings, "keyring_backend", "auto") or "auto"
         if mode not in ("auto", "system", "file"):
             raise KeyStoreError(f"unknown keyring backend {mode!r}: use auto, system or file")
-        dev = bool(getattr(settings, "dev", False))
+        # a loopback hostname is served in dev mode (`tinypds serve`): the CLI must look where it does
+        dev = bool(getattr(settings, "dev", False)) or bool(getattr(settings, "local_only", False))
         if dev and mode == "auto":
             mode = "file"  # a dev setup keeps its keys beside its data (see below)
         if mode != "file":

@@ -197,7 +197,7 @@ class LocalIdentity:
 
     def serves_handle(self, handle: str) -> bool:
         """Handles this server vouches for itself (its configured domains; .test in dev)."""
-        domains = tuple(self.settings.handle_domains) + ((".test",) if self.settings.dev else ())
+        domains = tuple(self.settings.handle_domains) + ((".test",) if getattr(self.settings, "dev_like", self.settings.dev) else ())
         return any(handle.endswith(d if d.startswith(".") else "." + d) for d in domains)
 
     async def handle_is_correct(self) -> bool:

@@ -64,7 +64,7 @@ async def _resolution(settings: Any, did: str, handle: str | None, plc_url: str 
                     out.append(Line("DID doc handle", f"names {doc_handle(doc)}, not {handle}", ok=False))
         if not handle:
             out.append(Line("handle", "none", ok=False))
-        elif handle.endswith(".test") and settings.dev:
+        elif handle.endswith(".test") and getattr(settings, "dev_like", settings.dev):
             out.append(Line("handle resolves", "not checked (dev .test handle)"))
         else:
             try:
