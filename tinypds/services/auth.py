@@ -112,6 +112,15 @@ def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
     return hashlib.sha256(b"tinypds session jwt v1\0" + key.to_bytes()).digest()
 
 
+def is_service_jwt(token: str) -> bool:
+    """Signed with an account key (ES256K/ES256), not a session or OAuth token: user service auth."""
+    try:
+        header = decode_jwt_unverified(token)[0]
+    except JwtError:
+        return False
+    return header.get("alg") in ("ES256K", "ES256") and header.get("typ") not in ("at+jwt", "refresh+jwt", "dpop+jwt")
+
+
 def generate_app_password() -> str:
     chars = "".join(secrets.choice(_APP_PASSWORD_ALPHABET) for _ in range(16))
     return "-".join(chars[i : i + 4] for i in range(0, 16, 4))
@@ -397,6 +406,30 @@ class AuthService:
     async def revoke_session(self, did: str, session_id: str) -> bool:
         """Sign one session out (its refresh and access tokens stop working at once)."""
         return await self.db.awrite(lambda c: sql.delete_did_session(c, did, session_id))
+
+    # ---- user service auth (the video service uploading back with the user's token) ----------
+    def verify_user_service_auth(self, token: str, *, did: str, lxm: str, signing_key: Callable[[str], Any]) -> AuthContext:
+        """A service-auth JWT this account minted for ITSELF (getServiceAuth, aud = this
+        server's service DID) and method `lxm`: signed by the account's current signing key
+        (`signing_key(did)`: the public key its DID document names), unexpired; it may be
+        presented again while valid (a video service retries uploads). InvalidToken otherwise."""
+        from ..core.jwt import verify_service_auth
+
+        try:
+            header, payload, _, _ = decode_jwt_unverified(token)
+        except JwtError:
+            raise InvalidToken("Token could not be verified") from None
+        if payload.get("iss") != did:
+            raise InvalidToken("Service auth token is not from this server's account")
+        if not isinstance(payload.get("lxm"), str):
+            raise InvalidToken("Service auth token must name the method (lxm)")
+        try:
+            verify_service_auth(token, signing_key, self.service_did, lxm, int(self.clock()))
+        except JwtError as exc:
+            if "expired" in str(exc):
+                raise ExpiredToken("Token has expired") from None
+            raise InvalidToken(f"Service auth token rejected: {exc}") from None
+        return AuthContext(did=did, kind="service", scopes=frozenset({lxm}))
 
     async def revoke_all_sessions(self, did: str) -> int:
         """Sign out everywhere (e.g. after a password change)."""

@@ -167,6 +167,16 @@ class LocalIdentity:
         aka = [f"at://{account.handle}"] if account.handle else []
         return PlcState(account.did, [], {"atproto": signing}, aka, pds_services(self.settings.public_url))
 
+    def signing_public_key(self, did: str) -> Any:
+        """The public key the account's DID document names for signing (`#atproto`), as our
+        local log (kept current from the directory) or our did:web document says."""
+        if not self.is_local(did):
+            raise KeyError(did)
+        key = self.own_state().signing_key()
+        if not key:
+            raise KeyError(f"{did} names no signing key")
+        return parse_did_key(key)
+
     def own_doc(self) -> dict:
         state = self.own_state()
         return core_plc.doc_from_state(state.did, state)
