@@ -212,3 +212,57 @@ def test_handle_resolution_reasons(relay):
     good = asyncio.run(probe_handle("alice.example.com", DID, dns_txt=txt,
                                     well_known_url=lambda h: "http://127.0.0.1:9/.well-known/atproto-did"))
     assert good.ok and good.dns == f"TXT names {DID}" and "connection refused" in good.well_known
+
+
+def test_status_shows_the_stored_network_section_and_fails_when_unhealthy(env, relay):
+    from tinypds.services.status import status_report
+
+    settings = Settings(data_dir=env.dir, hostname=HOST, relays=(relay.url,), keyring_backend="file")
+    lines, report = status_report(settings, network=False)
+    net = [x for x in lines if x.label.startswith(("network", "relay"))]
+    assert report is None and net[0].value.startswith("no health check stored yet") and net[0].ok
+
+    asyncio.run(watcher(env, relay, Clock()).check_now())  # the relay does not know us
+    lines, report = status_report(settings, network=False)
+    relay_line = next(x for x in lines if x.label == f"relay {relay.url}")
+    assert not relay_line.ok and "healing: the relay does not know this host" in relay_line.value
+    crawl_line = lines[lines.index(relay_line) + 1]
+    assert "last crawl requested 20" in crawl_line.value and "(the relay does not know this host)" in crawl_line.value
+    handle_line = next(x for x in lines if x.label == "handle resolution")
+    assert handle_line.ok and "dev identity" in handle_line.value
+    assert report.relays[0].status == "unknown" and not report.healthy
+
+
+def test_metrics_expose_requests_firehose_and_relay_health(env, relay):
+    import sys
+
+    from tinypds.services.metrics import Metrics
+
+    settings = Settings(data_dir=env.dir, metrics="loopback")
+    assert Metrics.open(settings.replace(metrics="off")) is None
+    m = Metrics.open(settings, known_paths={"/xrpc/com.atproto.repo.createRecord"})
+    assert "prometheus_client" in sys.modules and m.allowed("127.0.0.1") and not m.allowed("203.0.113.9")
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message):
+        pass
+    wrapped = m.middleware(app)
+    for path in ("/xrpc/com.atproto.repo.createRecord", "/xrpc/app.bsky.feed.getTimeline", "/x"):
+        asyncio.run(wrapped({"type": "http", "method": "POST", "path": path}, None, ignore))
+    w = watcher(env, relay, Clock())
+    asyncio.run(w.check_now())
+
+    class Svc:
+        firehose = type("F", (), {"subscriber_count": 3, "head": 42})()
+        health = w
+    m.services = Svc()
+    text = m.render()[0].decode()
+    assert 'tinypds_http_requests_total{method="POST",route="/xrpc/com.atproto.repo.createRecord",status="201"} 1.0' in text
+    assert 'route="/xrpc/(proxied)"' in text and 'route="(other)"' in text and "getTimeline" not in text
+    assert "tinypds_firehose_subscribers 3.0" in text and "tinypds_firehose_seq 42.0" in text
+    assert f'tinypds_relay_healthy{{relay="{relay.url}"}} 0.0' in text
+    assert f'tinypds_relay_host_status{{relay="{relay.url}",status="unknown"}} 1.0' in text
+    assert "tinypds_network_healthy 0.0" in text and "tinypds_handle_resolves 1.0" in text

@@ -42,8 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = csub.add_parser("check", help="print the effective settings and what is wrong with them")
     c.set_defaults(func=cmd_config_check)
 
-    p = sub.add_parser("status", help="account, repo, firehose, database and identity at a glance")
+    p = sub.add_parser("status", help="account, repo, firehose, database, identity and network health at a glance",
+                       description="Exits 1 when something needs attention (also what the server's health watcher "
+                                   "last saw: relays, the AppView, handle resolution).")
     p.add_argument("--offline", action="store_true", help="skip the handle / DID document lookups")
+    p.add_argument("--json", action="store_true", help="one JSON document (for scripts and monitoring)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per network lookup (default 3)")
     p.set_defaults(func=cmd_status)
 
@@ -171,11 +174,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..services.status import status
+    from ..services.status import status_report
 
     settings = settings_from_args(args)
-    lines = status(settings, network=not args.offline, timeout=args.timeout)
+    lines, report = status_report(settings, network=not args.offline, timeout=args.timeout)
+    healthy = all(line.ok for line in lines)
+    if args.json:
+        import json
+
+        print(json.dumps({"ok": healthy, "lines": [{"label": x.label.strip(), "value": x.value, "ok": x.ok} for x in lines],
+                          "network": report.to_json() if report is not None else None}, indent=2))
+        return 0 if healthy else 1
     width = max(len(line.label) for line in lines)
     for line in lines:
         print(f"{line.label:<{width}}  {line.value}" + ("" if line.ok else "   <-- problem"))
-    return 0 if all(line.ok for line in lines) else 1
+    return 0 if healthy else 1

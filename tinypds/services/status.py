@@ -15,6 +15,7 @@ from typing import Any
 
 from ..store import ops as store_ops
 from ..store.db import DatabaseError
+from .health_report import HealthReport, report_lines
 from .ops import OpsError, server_running
 
 
@@ -86,27 +87,34 @@ async def _resolution(settings: Any, did: str, handle: str | None, plc_url: str 
 
 
 def status(settings: Any, *, network: bool = True, timeout: float = 3.0) -> list[Line]:
-    """Status lines for the data directory (account, repo, blobs, firehose, files, keys, identity)."""
+    """Status lines for the data directory (account, repo, blobs, firehose, files, keys, identity, network)."""
+    return status_report(settings, network=network, timeout=timeout)[0]
+
+
+def status_report(settings: Any, *, network: bool = True, timeout: float = 3.0) -> tuple[list[Line], Any]:
+    """(status lines, the server's last stored HealthReport or None). The network section shows
+    what the running server's health watcher last saw (relays, AppView, handle resolution)."""
     from ..store.accounts import get_account
+    from ..store.health import get_report as get_health
     from ..store.identity import get_identity
     from ..store.repo import get_root
     from .keys import KeyStore, KeyStoreError
 
     path = settings.db_path
     if not path.exists():
-        return [Line("database", f"none at {path}", ok=False)]
+        return [Line("database", f"none at {path}", ok=False)], None
     try:
         lines = [Line("server", "running" if server_running(settings.data_dir) else "not running")]
     except OpsError as exc:
         lines = [Line("server", f"unknown: {exc}", ok=False)]
 
     def snapshot(conn: Any) -> tuple:
-        return get_account(conn), store_ops.figures(conn), get_root(conn), get_identity(conn)
+        return get_account(conn), store_ops.figures(conn), get_root(conn), get_identity(conn), get_health(conn)
 
     try:  # a private read snapshot: never holds up a running server's writes
-        account, fig, root, ident = store_ops.read_only(path, snapshot)
+        account, fig, root, ident, health_doc = store_ops.read_only(path, snapshot)
     except DatabaseError as exc:
-        return lines + [Line("database", str(exc), ok=False)]
+        return lines + [Line("database", str(exc), ok=False)], None
     if account is None:
         lines.append(Line("account", "none yet (run `tinypds init`)", ok=False))
     else:
@@ -143,7 +151,10 @@ def status(settings: Any, *, network: bool = True, timeout: float = 3.0) -> list
                 _resolution(settings, account.did, account.handle, plc_url, timeout), timeout * 4))
         except Exception as exc:  # noqa: BLE001
             lines.append(Line("identity", f"not checked: {type(exc).__name__}", ok=False))
-    return lines
+    report = HealthReport.from_json(health_doc) if health_doc else None
+    if account is not None and account.status != "offline-copy":
+        lines += [Line(label, value, ok) for label, value, ok in report_lines(report)]
+    return lines, report
 
 
 def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
