@@ -15,7 +15,7 @@ import sys
 
 from ..config import ConfigError, load_settings
 
-COMMAND_MODULES = ("server", "repo", "identity", "ops", "migrate", "twofactor")  # twofactor joins `account`: keep it last
+COMMAND_MODULES = ("server", "repo", "identity", "ops", "migrate", "account", "twofactor")  # twofactor joins `account`: keep it last
 
 
 class CliError(Exception):

@@ -197,10 +197,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             db = _open_db(settings, create=False)
             try:
                 account = get_account(db)
-                keys = None
-                if args.did_key is None and account is not None and account.status != "offline-copy":
-                    keys = _keys(settings)
-                summary = verify_stored(db, did_key=args.did_key, keys=keys, progress=phases, check_records=args.records)
+                did_key, where = args.did_key, None
+                if did_key is None and account is not None:
+                    # the public key the DID document names: no private key is ever needed
+                    from ..services.local_identity import document_signing_key
+
+                    did_key, where = document_signing_key(settings, db, account.did)
+                    if did_key is None:
+                        print(f"warning: no signing key from the DID document: {where}", file=sys.stderr)
+                summary = verify_stored(db, did_key=did_key, keys=None, progress=phases, check_records=args.records)
+                if where is not None and did_key is not None:
+                    print(f"signature checked with {did_key} from {where}")
             finally:
                 db.close()
         phases.finish()

@@ -64,6 +64,24 @@ def set_password_offline(db: Any, password: str) -> tuple[str, int]:
     return db.write(txn)
 
 
+def set_email_offline(db: Any, email: str) -> str:
+    """`tinypds account email ADDRESS`: a new, unconfirmed address (outstanding email tokens
+    stop working). Returns the account's DID."""
+    email = email.strip()
+    if not email_is_valid(email):
+        raise errors.InvalidRequest(f"{email!r} is not an email address")
+
+    def txn(conn: Any) -> str:
+        row = accounts_db.get_account(conn)
+        if row is None or row.status == "deleted":
+            raise errors.AccountNotFound("this database holds no account")
+        accounts_db.set_email(conn, row.did, email)
+        EmailTokens.drop_all(conn, row.did)
+        return row.did
+
+    return db.write(txn)
+
+
 class AccountLife:
     """The flows of com.atproto.server.{request,confirm}Email*, *Password*, *activate*, *Delete*.
 

@@ -368,6 +368,37 @@ def open_database(settings: Any) -> Database:
     return Database.open(settings.db_path)
 
 
+def document_signing_key(settings: Any, db: Any, did: str, *, timeout: float = 5.0) -> tuple[str | None, str]:
+    """(did:key, where from) of the `#atproto` key the account's DID document names, for
+    `tinypds verify` without private keys: the verified local PLC log for our did:plc, our
+    identity record for a did:web this server hosts, else the document resolved (bounded)."""
+    import asyncio
+
+    from .identity import doc_signing_key
+
+    ident = db.read(lambda c: identity_db.get_identity(c, did))
+    if ident is not None and ident.method == "plc":
+        try:
+            return PlcService(db).state(did).signing_key(), "the DID document (verified local PLC log)"
+        except PlcLogError as exc:
+            return None, str(exc)
+    if ident is not None and did == settings.service_did:
+        return ident.signing_key, "the did:web document this server hosts"
+
+    async def resolve() -> dict:
+        resolver = DidResolver(settings.plc_url, timeout=timeout)
+        try:
+            return await asyncio.wait_for(resolver.resolve(did, fresh=True), timeout)
+        finally:
+            await resolver.aclose()
+
+    try:
+        key = doc_signing_key(asyncio.run(resolve()))
+    except Exception as exc:  # noqa: BLE001 - unresolvable: say why, the caller decides
+        return None, f"the DID document could not be resolved ({type(exc).__name__}: {exc})"
+    return key, "the DID document (resolved now)"
+
+
 def check_startup_keys(settings: Any) -> None:
     """Before serving: an existing identity's keys must be in the configured key store.
 
