@@ -111,7 +111,8 @@ async def _run(settings: Any, old_url: str, new_url: str, identifier: str, passw
         try:
             session = await old.login(identifier, password)
             migration = Migration(old, new, plc_url=settings.plc_url, handle=handle or session["handle"],
-                                  password=password, email=email, invite_code=invite_code() if callable(invite_code) else invite_code,
+                                  password=password, email=email or session.get("email"),  # the old account's by default
+                                  invite_code=invite_code() if callable(invite_code) else invite_code,
                                   get_plc_token=token_for, workdir=settings.data_dir, progress=bars)
             report = await (migration.plan() if check else migration.run())
         except MigrationError as exc:
