@@ -1,0 +1,97 @@
+"""Read-side figures for the owner's page: the account overview and the live handle check.
+
+No HTTP types, no SQL of its own (store.ops.figures, store.repo.get_root on a reader thread).
+The figures scan the block table, so they run off the event loop and are cached briefly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..store import ops as store_ops
+from ..store import repo as repo_db
+
+_CACHE_SECONDS = 30.0
+_cache: dict[int, tuple[float, dict]] = {}
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+async def overview(db: Any, account: Any, public_url: str, health: Any = None) -> dict:
+    """DID, handle, server URL, record/blob counts and sizes, last commit, firehose seq, health lines."""
+    now = time.monotonic()
+    hit = _cache.get(id(db))
+    if hit is None or now - hit[0] > _CACHE_SECONDS:
+        def read(conn: Any) -> dict:
+            fig = store_ops.figures(conn)
+            root = repo_db.get_root(conn)
+            return {
+                "records": fig.records, "collections": fig.collections,
+                "repo_bytes": fig.block_bytes, "blobs": fig.blobs, "blob_bytes": fig.blob_bytes,
+                "seq": fig.last_seq, "db_bytes": fig.page_size * fig.page_count,
+                "last_commit": f"rev {root.rev}" if root else "none",
+            }
+        figures = await db.aread(read)
+        _cache.clear()
+        _cache[id(db)] = (now, figures)
+    else:
+        figures = hit[1]
+    return {
+        "did": account.did, "handle": account.handle or "handle.invalid", "status": account.status,
+        "pds_url": public_url, "records": f"{figures['records']} in {figures['collections']} collections",
+        "repo_size": human_size(figures["repo_bytes"]), "repo_bytes": figures["repo_bytes"],
+        "blobs": figures["blobs"], "blob_size": human_size(figures["blob_bytes"]),
+        "last_commit": figures["last_commit"], "seq": figures["seq"],
+        "db_size": human_size(figures["db_bytes"]), "health": health_lines(health),
+    }
+
+
+def forget_figures() -> None:
+    _cache.clear()
+
+
+def health_lines(health: Any) -> list[str]:
+    """Lines from the relay/AppView watcher (issue 15) when it runs; [] when it does not."""
+    if health is None:
+        return []
+    try:
+        from .health_report import report_lines
+
+        report = getattr(health, "last_report", None)
+        report = report() if callable(report) else report
+        return [f"{label}: {value}" for label, value, _ok in report_lines(report)]
+    except Exception:  # noqa: BLE001  (the watcher is optional and may be mid-change)
+        return []
+
+
+async def check_handle(identity: Any, did: str, handle: str) -> tuple[bool, str]:
+    """Does `handle` resolve to `did` right now (DNS TXT or /.well-known)? (ok, message)."""
+    from .local_identity import check_new_handle
+
+    try:
+        handle = check_new_handle(handle)
+    except Exception as exc:  # noqa: BLE001  (InvalidHandle and friends carry a readable message)
+        return False, getattr(exc, "message", None) or str(exc)
+    if identity.serves_handle(handle):
+        return True, f"@{handle} is a name this server gives out: it will work at once."
+    try:
+        identity.resolver.handles.invalidate(handle)  # a live check: never a cached answer
+        found = await identity.resolver.handles.resolve(handle)
+    except Exception as exc:  # noqa: BLE001
+        found = None
+        reason = getattr(exc, "message", None) or type(exc).__name__
+    else:
+        reason = ""
+    if found == did:
+        return True, f"@{handle} resolves to your DID: ready to change."
+    if found:
+        return False, f"@{handle} resolves to another DID ({found})."
+    return False, f"@{handle} does not resolve to your DID yet{': ' + reason if reason else ''}. Add the DNS TXT record and check again."
