@@ -6,7 +6,8 @@ com.atproto.sync.subscribeRepos (from its stored cursor when it knew the host) a
 seq per host and rev per repo from the frames; getHostStatus (HostNotFound), getRepoStatus
 and getLatestCommit (RepoNotFound) answer from that state. The test can make it forget a
 host, call it offline/idle, lag (stop applying events), throttle or ban it, and go down and
-come back on the same port (an outage). A plain ASGI app under uvicorn on its own loop thread.
+come back on the same port (an outage). It also answers /.well-known/atproto-did for handles
+the test names (a handle host gone wrong). A plain ASGI app under uvicorn on its own loop thread.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class Host:
 
 
 class RelayStandIn:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.hosts: dict[str, Host] = {}
+        self.well_known: dict[str, str] = {}  # handle -> what /.well-known/atproto-did answers for Host: handle
         self.repos: dict[str, dict[str, Any]] = {}  # did -> {active, status, rev, cid}
         self.crawl_requests: list[tuple[float, str]] = []
         self.banned: set[str] = set()
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: uvicorn.Server | None = None
@@ -123,6 +125,15 @@ class RelayStandIn:
                 self.banned.add(hostname)
         self._do(f)
 
+    def drop(self, hostname: str) -> None:
+        """Lose the subscription silently: the relay still calls the host active (it has not noticed)."""
+        def f() -> None:
+            h = self.hosts[hostname]
+            if h.task is not None:
+                h.task.cancel()
+                h.task = None
+        self._do(f)
+
     def lag(self, hostname: str, on: bool = True) -> None:
         def f() -> None:
             self.hosts[hostname].lagging = on
@@ -195,10 +206,15 @@ class RelayStandIn:
             if not event.get("more_body"):
                 break
         query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
-        status, doc = self._handle(scope["method"], scope["path"], query, body)
-        raw = json.dumps(doc).encode()
+        if scope["path"] == "/.well-known/atproto-did":  # a handle host that answers with what the test says
+            host = dict(scope["headers"]).get(b"host", b"").decode().split(":")[0]
+            did = self.well_known.get(host)
+            status, raw, kind = (200, did.encode(), b"text/plain") if did else (404, b"not found", b"text/plain")
+        else:
+            status, doc = self._handle(scope["method"], scope["path"], query, body)
+            raw, kind = json.dumps(doc).encode(), b"application/json"
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+                    "headers": [(b"content-type", kind), (b"content-length", str(len(raw)).encode())]})
         await send({"type": "http.response.body", "body": raw})
 
     def _handle(self, method: str, path: str, q: dict, body: bytes) -> tuple[int, dict]:

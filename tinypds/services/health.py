@@ -68,7 +68,7 @@ class HealthWatcher:
 
     def __init__(self, settings: Any, db: Any, *, firehose: Any = None,
                  reannounce: Callable[[], Awaitable[None]] | None = None,
-                 token_for: checks.TokenFor | None = None,
+                 token_for: checks.TokenFor | None = None, keys: Any = None,
                  post: Callable[[str, dict], Awaitable[bool]] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  probe_timeout: float = 10.0, dns_txt: checks.DnsTxt | None = None,
@@ -78,6 +78,7 @@ class HealthWatcher:
         self.firehose = firehose
         self.reannounce = reannounce
         self.token_for = token_for
+        self.keys = keys  # with `keys` (has get_key(did, "signing")): service auth for an AppView that wants it
         self.post = post or http_post
         self.clock, self.wall = clock, wall
         self.interval = float(settings.health_interval)
@@ -303,7 +304,7 @@ class HealthWatcher:
                          "not checked: offline copy" if own.status == "offline-copy" else
                          f"not checked: the AppView cannot reach a loopback server ({self.hostname})")
             return
-        probe = await checks.probe_appview(a.url, own.did, own.latest_post, token_for=self.token_for,
+        probe = await checks.probe_appview(a.url, own.did, own.latest_post, token_for=self._token_for(own.did),
                                            timeout=self.timeout)
         a.last_checked = iso(self.wall())
         a.latest_post = own.latest_post
@@ -330,6 +331,21 @@ class HealthWatcher:
         if self._post_unseen_since is not None and now - self._post_unseen_since >= self.lag_grace:
             problems.append(f"our latest post has not been indexed for {int(now - self._post_unseen_since)} s")
         a.state, a.problem = ("problem", "; ".join(problems)) if problems else ("ok", None)
+
+    def _token_for(self, did: str) -> checks.TokenFor | None:
+        """lxm -> a 60 s service-auth JWT from our signing key (iss our DID, aud the AppView's DID), as the proxy mints."""
+        if self.token_for is not None or self.keys is None:
+            return self.token_for
+
+        async def mint(lxm: str) -> str | None:
+            from ..core.jwt import create_service_auth
+
+            try:
+                key = await asyncio.to_thread(self.keys.get_key, did, "signing")
+            except Exception:  # noqa: BLE001 - no key (offline copy): anonymous only
+                return None
+            return create_service_auth(did, self.settings.appview_did, lxm, key, int(self.wall()), exp_seconds=60)
+        return mint
 
     async def _reannounce_identity(self) -> None:
         """The AppView re-checks a handle on an #identity event: send one now and then (rate-limited)."""
