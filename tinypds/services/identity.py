@@ -54,6 +54,27 @@ async def system_dns_txt(name: str, timeout: float = DNS_TIMEOUT) -> list[str]:
     return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
 
 
+def dns_txt_at(nameserver: str, port: int = 53, timeout: float = DNS_TIMEOUT) -> DnsTxt:
+    """A DnsTxt that asks one given server (a configured resolver, or a test's stand-in on loopback)."""
+
+    async def lookup(name: str) -> list[str]:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [nameserver]
+        resolver.port = port
+        try:
+            answer = await resolver.resolve(name, "TXT", lifetime=timeout)
+        except dns.exception.DNSException as exc:
+            log.info("DNS TXT lookup of %s at %s failed: %s", name, nameserver, type(exc).__name__)
+            return []
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+    return lookup
+
+
 class _TtlCache:
     def __init__(self, ttl: float, size: int, clock: Callable[[], float]):
         self.ttl, self.size, self.clock = ttl, size, clock

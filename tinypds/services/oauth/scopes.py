@@ -3,9 +3,10 @@
 Owns the permission grammar (`resource[:positional][?param=value&...]`, atproto.com/specs/
 permission), the transitional scopes and `scope_allows(scopes, action)`, which the XRPC
 layer asks before a write, an upload, a proxied call or an account/identity change. Pure:
-imports nothing from tinypds but errors. Tricky bits: `include:` permission sets would need
-lexicon resolution, which this server does not do, so they are refused at PAR, clearly;
-`rpc:*` with `aud=*` is invalid; transition:generic excludes chat.bsky.* and account/identity.
+imports nothing from tinypds but errors. Tricky bits: `include:` permission sets are parsed
+here but resolved and expanded by .permission_sets (a granted include: token itself allows
+nothing; its expansion does); `rpc:*` with `aud=*` is invalid; transition:generic excludes
+chat.bsky.* and account/identity.
 """
 
 from __future__ import annotations
@@ -163,24 +164,38 @@ def parse_permission(token: str) -> Permission | None:
         if len(values) != 1 or values[0] not in ("handle", "*"):
             raise ScopeError(f"invalid scope {token!r}")
         return Permission("identity", values)
-    # include: a permission set; parsed so it can be named, but never resolved here
+    # include: a permission set; resolved and expanded by .permission_sets
     if len(values) != 1 or not _NSID.match(values[0]):
         raise ScopeError(f"invalid scope {token!r}")
     return Permission("include", values, aud=single("aud"))
 
 
-def parse_scope(scope: str) -> tuple[str, ...]:
+def parse_scope(scope: str, *, allow_include: bool = False) -> tuple[str, ...]:
     """Validate a requested scope string for PAR -> its distinct tokens, in order.
 
-    `atproto` is required; `include:` permission sets are refused (not resolvable here)."""
+    `atproto` is required; `include:` permission sets are refused unless `allow_include`
+    (the caller then resolves them: services.oauth.permission_sets)."""
     tokens = tuple(dict.fromkeys(t for t in (scope or "").split(" ") if t))
     if "atproto" not in tokens:
         raise ScopeError('the "atproto" scope is required')
     for t in tokens:
         perm = parse_permission(t)
-        if perm is not None and perm.resource == "include":
+        if perm is not None and perm.resource == "include" and not allow_include:
             raise ScopeError(f"permission set {t!r} cannot be resolved by this server; request its permissions directly")
     return tokens
+
+
+def include_tokens(tokens: Iterable[str]) -> list[tuple[str, str, str | None]]:
+    """(token, nsid, aud) of each include: token."""
+    out = []
+    for t in tokens:
+        try:
+            perm = parse_permission(t)
+        except ScopeError:
+            continue
+        if perm is not None and perm.resource == "include":
+            out.append((t, perm.values[0], perm.aud))
+    return out
 
 
 def _mime_matches(pattern: str, mime: str) -> bool:
@@ -243,10 +258,16 @@ def require(scopes: Iterable[str], action: Action) -> None:
 # ---- words for the consent page ----------------------------------------------------------------
 
 
-def describe(tokens: Iterable[str]) -> list[str]:
-    """Plain-language lines for the consent page, one per granted permission."""
+def describe(tokens: Iterable[str], sets: dict[str, tuple[str, str | None]] | None = None) -> list[str]:
+    """Plain-language lines for the consent page, one per granted permission; an include:
+    token is shown by its set's own (title, detail) from `sets` (nsid -> words)."""
     lines: list[str] = []
     for t in tokens:
+        if t.startswith("include:") or t.startswith("include?"):
+            for _, nsid, _aud in include_tokens([t]):
+                title, detail = (sets or {}).get(nsid, (nsid, None))
+                lines.append(f"{title}: {detail}" if detail else title)
+            continue
         if t == "atproto":
             lines.append("Know your account identifier (DID) and handle")
         elif t == "transition:generic":

@@ -60,8 +60,9 @@ def _same_client_auth(a: dict, b: dict) -> bool:
 
 class OAuthService:
     def __init__(self, db: Any, *, issuer: str, clients: ClientRegistry | None = None, dpop: DpopVerifier | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, permission_sets: Any = None):
         self.db = db
+        self.permission_sets = permission_sets  # .permission_sets.PermissionSetResolver; None: include: refused
         self.issuer = issuer.rstrip("/")
         self.clock = clock
         self.clients = clients or ClientRegistry(clock=clock)
@@ -165,12 +166,14 @@ class OAuthService:
         if mode not in ("query", "fragment"):
             raise OAuthError("invalid_request", "response_mode must be query or fragment")
         try:
-            tokens = parse_scope(get("scope") or " ".join(sorted(client.scopes)))
+            tokens = parse_scope(get("scope") or " ".join(sorted(client.scopes)),
+                                 allow_include=self.permission_sets is not None)
         except ScopeError as exc:
             raise OAuthError("invalid_scope", str(exc)) from None
         extra = [t for t in tokens if t not in client.scopes]
         if extra:
             raise OAuthError("invalid_scope", f"scope {extra[0]!r} is not declared in the client metadata")
+        await self.expand_scope(tokens, fresh=True, strict=True)  # an unresolvable set: invalid_scope naming it
         now = int(self.clock())
         params = {"redirect_uri": redirect, "scope": " ".join(tokens), "state": get("state"), "response_mode": mode,
                   "login_hint": get("login_hint"), "client_name": client.name}
@@ -308,6 +311,7 @@ class OAuthService:
             await self.db.awrite(lambda c: sql.delete_session(c, session.id))
             raise OAuthError("invalid_grant", "session expired; sign in again")
         _, refresh_end = self._lifetimes(client, session.created_at, now)
+        await self.expand_scope(session.scope.split(), fresh=True)  # permission sets are looked up again
         access, refresh = "at-" + secrets.token_urlsafe(32), "rt-" + secrets.token_urlsafe(32)
         ok = await self.db.awrite(lambda c: sql.rotate_tokens(c, session.id, h, _hash(refresh), refresh_end,
                                                                _hash(access), now + ACCESS_TTL, now))
@@ -345,8 +349,25 @@ class OAuthService:
             raise OAuthError(exc.error, exc.description, status=401) from None
         if jkt != session.dpop_jkt:
             raise OAuthError("invalid_dpop_proof", "DPoP key does not match the access token", status=401)
-        return AuthContext(did=session.did, kind="oauth", scopes=frozenset(session.scope.split()),
+        scopes = await self.expand_scope(session.scope.split())
+        return AuthContext(did=session.did, kind="oauth", scopes=frozenset(scopes),
                            session_id=session.id, token_id=session.client_id)
+
+    async def expand_scope(self, tokens: Any, *, fresh: bool = False, strict: bool = False) -> tuple[str, ...]:
+        """Scope tokens plus the grants of their include: permission sets (cached; the last good
+        copy when a lookup fails). `strict`: an unresolvable set is invalid_scope (PAR); else
+        it grants nothing."""
+        tokens = tuple(tokens)
+        if self.permission_sets is None or not any(t.startswith("include") for t in tokens):
+            return tokens
+        from .permission_sets import PermissionSetError
+
+        try:
+            return await self.permission_sets.expand(tokens, fresh=fresh)
+        except PermissionSetError as exc:
+            if strict:
+                raise OAuthError("invalid_scope", str(exc)) from None
+            return tokens
 
     # ---- devices and apps (the pages) ------------------------------------------------------------------------
     async def remember_device(self, did: str, ttl: int = DEVICE_TTL) -> str:
