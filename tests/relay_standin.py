@@ -161,19 +161,25 @@ class RelayStandIn:
         if h.task is None or h.task.done():
             h.task = asyncio.ensure_future(self._consume(hostname, h))
 
-    async def _consume(self, hostname: str, h: Host) -> None:
-        url = f"ws://{hostname}/xrpc/com.atproto.sync.subscribeRepos"
-        if h.seq is not None:
-            url += f"?cursor={h.seq}"
-        try:
-            async with websockets.connect(url, max_size=8 * 1024 * 1024, open_timeout=10) as ws:
-                async for msg in ws:
-                    if isinstance(msg, bytes):
-                        self._apply(h, *parse_frame(msg))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a dropped subscription: the relay gives up on the host
-            pass
+    async def _consume(self, hostname: str, h: Host, attempts: int = 5) -> None:
+        """Dial and read; like a relay, re-dial with backoff a few times, then call the host offline."""
+        failures = 0
+        while failures < attempts:
+            url = f"ws://{hostname}/xrpc/com.atproto.sync.subscribeRepos"
+            if h.seq is not None:
+                url += f"?cursor={h.seq}"
+            try:
+                async with websockets.connect(url, max_size=8 * 1024 * 1024, open_timeout=10) as ws:
+                    failures = 0
+                    async for msg in ws:
+                        if isinstance(msg, bytes):
+                            self._apply(h, *parse_frame(msg))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - refused or dropped: try again a little later
+                pass
+            failures += 1
+            await asyncio.sleep(0.2 * 2 ** failures)
         if self.hosts.get(hostname) is h and h.status == "active":
             h.status = "offline"
 

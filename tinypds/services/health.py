@@ -280,7 +280,8 @@ class HealthWatcher:
     def note_write(self) -> None:
         """After a durable event: if nobody is subscribed to our firehose, ask relays to crawl (rate-limited).
         Synchronous and cheap (a comparison per relay); the request itself runs in a task."""
-        if self._closed or not self.relays or self.firehose is None or self.firehose.subscriber_count > 0:
+        if (self._closed or self.interval <= 0 or not self.relays or self.firehose is None
+                or self.firehose.subscriber_count > 0):
             return
         now = self.clock()
         for r in self.relays:
