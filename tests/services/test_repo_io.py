@@ -207,7 +207,7 @@ def test_verify_stored_detects_damage(tmp_path, repo_car):
         import_car(env.db, io.BytesIO(car_bytes([root], blocks)), did_key=CAR_DID_KEY)
         rec = env.db.read(lambda c: c.execute("SELECT collection, rkey, cid FROM records LIMIT 1 OFFSET 7").fetchone())
 
-        env.db.write(lambda c: c.execute("DELETE FROM records WHERE collection = ? AND rkey = ?", rec[:2]))
+        env.db.write(lambda c: records_db.delete_record(c, rec[0], rec[1]))
         with pytest.raises(RepoIOError, match="in the MST but not in the record index"):
             verify_stored(env.db)
         env.db.write(lambda c: records_db.put_record(c, rec[0], rec[1], rec[2], "x"))

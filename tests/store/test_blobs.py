@@ -8,6 +8,7 @@ import pytest
 
 from tinypds.core.cid import cid_for_raw
 from tinypds.store import blobs, records
+from tinypds.store import blocks as block_store
 from tinypds.store.db import Database
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -148,6 +149,7 @@ def test_delete_dead_parts_in_batches(db: Database) -> None:
 
 def test_listings(db: Database) -> None:
     a, b, c_ = (cid_for_raw(x) for x in (b"a", b"b", b"c"))
+    db.write(lambda c: block_store.put_blocks(c, [(cid_for_raw(d), d) for d in (b"r1", b"r2")], "3kaaaaaaaaaa2"))
     db.write(lambda c: records.put_record(c, "app.bsky.feed.post", "1", cid_for_raw(b"r1"), "3kaaaaaaaaaa2"))
     db.write(lambda c: records.put_record(c, "app.bsky.feed.post", "2", cid_for_raw(b"r2"), "3kaaaaaaaaab2"))
     db.write(lambda c: records.set_record_blobs(c, "app.bsky.feed.post", "1", [a, b]))

@@ -23,7 +23,7 @@ def test_fresh_file_is_stamped_and_migrated(db):
     assert db.read(lambda c: c.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
     assert db.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == schema.latest_version()
     assert db.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
-    tables = set(db.read(lambda c: [r[0] for r in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")]))
+    tables = set(db.read(lambda c: [r[0] for r in c.execute("SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')")]))
     assert {"blocks", "records", "repo_root", "account", "events", "meta", "record_blobs"} <= tables
 
 

@@ -142,9 +142,13 @@ def test_seq_never_goes_backwards_after_pruning(db):
 
 
 def test_list_collections_and_mst_order(db):
-    cid = bytes(_blocks(1)[0][0])
+    block = _blocks(1)[0]
+    cid = bytes(block[0])
+    db.write(lambda c: blocks_db.put_blocks(c, [block], "r"))
     rows = [("a.b", "x", cid, "r"), ("a.b.c", "x", cid, "r"), ("a.bb", "y", cid, "r")]
-    db.write(lambda c: records_db.put_records(c, rows))
+    assert db.write(lambda c: records_db.put_records(c, rows)) is None
+    assert db.write(lambda c: records_db.put_records(c, [("a.b", "z", cid_for_dagcbor(b"\x01"), "r")])) == (
+        "a.b", "z", cid_for_dagcbor(b"\x01"))  # its block is not stored
     assert db.read(records_db.list_collections) == ["a.b", "a.b.c", "a.bb"]
     # MST order is bytewise on "collection/rkey": "a.b.c/x" < "a.b/x" < "a.bb/y"
     assert [k for k, _ in db.read(lambda c: list(records_db.iter_index_in_mst_order(c)))] == ["a.b.c/x", "a.b/x", "a.bb/y"]

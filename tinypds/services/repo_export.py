@@ -48,7 +48,7 @@ def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
     Nodes are point lookups; records stream from the record index in the same key order
     (one joined query per collection, no per-record Python round trip) and are checked
     against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
-    node_sql = "SELECT data FROM blocks WHERE cid = ?"
+    node_sql = f"SELECT data FROM blocks WHERE {blocks_db.BY_CID}"
     records = records_db.iter_records_with_data_in_mst_order(conn)
     shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
     sent: set[bytes] = set()
@@ -57,11 +57,11 @@ def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
         is_record, cid = stack.pop()
         if is_record:
             entry = next(records, None)
+            if entry is not None and entry[3] is None:
+                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
             if entry is None or entry[2] != cid:
                 where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
                 raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
-            if entry[3] is None:
-                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
             if cid in shared:  # one block serves several keys: a CAR holds each block once
                 if cid in sent:
                     continue

@@ -32,7 +32,7 @@ from ..store import blocks as blocks_db
 from ..store import events as events_db
 from ..store import records as records_db
 from ..store import repo as repo_db
-from ..store.blocks import DuplicateBlock, SqliteBlocks
+from ..store.blocks import SqliteBlocks
 from ..store.db import Database, bulk_cache
 from .repo import default_clock, iso_now
 from .repo_export import Progress, RepoIOError, no_progress, aiter_export, export_car, iter_export  # noqa: F401 (re-exported)
@@ -88,35 +88,38 @@ def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[
     return obj, "NOT CHECKED: no key to check it with (pass --did-key did:key:...; DID resolution comes later)"
 
 
-def _walk_index(conn: Any, data_root: CID, rev: str, progress: Progress) -> tuple[int, int]:
+def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress) -> tuple[int, int]:
     """Verify the MST from SQLite and (re)build the record index + record_blobs.
 
-    The walk only reads MST nodes; record blocks are then checked and scanned for blob refs
-    by two set-wise SQL passes (C speed, no Python round trip per record). Returns
-    (records, MST nodes)."""
+    The walk only reads MST nodes; record blocks are then scanned for blob refs by one
+    set-wise SQL pass (C speed, no Python round trip per record). Returns (records, MST nodes)."""
     source = SqliteBlocks(conn, cache_size=0)
-    rows: list[tuple[str, str, bytes, str]] = []
+    rows: list[tuple[str, str, bytes, str | None]] = []
     n = 0
+
+    def flush() -> None:
+        missing = records_db.put_records(conn, rows)
+        if missing is not None:
+            raise RepoIOError(f"missing record block {missing[2]} for {missing[0]}/{missing[1]}")
+        progress("records", len(rows))
+        rows.clear()
     try:
         for key, cid in verify_tree(source, data_root):
             collection, _, rkey = key.partition("/")
-            rows.append((collection, rkey, bytes(cid), rev))
+            rows.append((collection, rkey, cid, rev))
+            n += 1
             if len(rows) >= BATCH:
-                records_db.put_records(conn, rows)
-                n += len(rows)
-                progress("records", len(rows))
-                rows.clear()
+                flush()
     except MstError as exc:
         raise RepoIOError(f"invalid MST: {exc}") from None
     except MissingBlockError as exc:
         raise RepoIOError(str(exc)) from None
-    records_db.put_records(conn, rows)
-    n += len(rows)
-    progress("records", len(rows))
+    flush()
+    records_db.build_record_index_block(conn)
     blob_rows = []
     for collection, rkey, cid, data in records_db.iter_records_mentioning(conn, b"mimeType"):
         if data is None:
-            raise RepoIOError(f"missing record block {CID(cid)} for {collection}/{rkey}")
+            raise RepoIOError(f"missing record block for {collection}/{rkey}")
         blob_rows.extend((collection, rkey, bytes(b)) for b in repo_db.blob_refs(data))
         if len(blob_rows) >= BATCH:
             records_db.put_record_blobs(conn, blob_rows)
@@ -128,11 +131,13 @@ def _walk_index(conn: Any, data_root: CID, rev: str, progress: Progress) -> tupl
 # ---- import ------------------------------------------------------------------------------
 
 
-def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, unique: bool = True) -> tuple[CID, bytes, int, int]:
-    """Stream CAR blocks into the (emptied) blocks table. Returns (root, commit bytes, blocks, bytes).
+def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = True) -> tuple[CID, bytes, int, int]:
+    """Stream CAR blocks into the blocks table. Returns (root, commit bytes, blocks, bytes).
 
-    unique=False (a diff on top of the stored blocks): blocks already stored are skipped."""
-    put = blocks_db.put_blocks_unique if unique else blocks_db.put_blocks
+    bulk=True (a full import; the table was emptied by begin_bulk_load): rows append in CAR
+    order with a NULL rev and the indexes are built once at the end, in one sorted pass, so
+    the cost per block does not grow with the repo. bulk=False (a diff on top of the stored
+    blocks): blocks already stored are skipped; new ones get the commit's rev."""
     try:
         roots, blocks = car_core.read_car_stream(fh)
     except car_core.CarError as exc:
@@ -144,6 +149,14 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, unique: bool 
     rev = ""
     batch: list[tuple[bytes, bytes]] = []
     count = size = 0
+
+    def put() -> None:
+        if bulk:
+            blocks_db.append_blocks(conn, batch)
+        else:
+            blocks_db.put_blocks(conn, batch, rev)
+        progress("blocks", len(batch))
+        batch.clear()
     try:
         for cid, data in blocks:
             if cid == root:
@@ -153,15 +166,14 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, unique: bool 
             count += 1
             size += len(data)
             if len(batch) >= BLOCK_BATCH:
-                put(conn, batch, rev)
-                progress("blocks", len(batch))
-                batch.clear()
-        put(conn, batch, rev)
-        progress("blocks", len(batch))
+                put()
+        put()
     except car_core.CarError as exc:
         raise RepoIOError(f"corrupt CAR after {count} blocks: {exc}") from None
-    except DuplicateBlock as exc:
-        raise RepoIOError(f"the CAR holds block {exc.cid} more than once") from None
+    if bulk:
+        dup = blocks_db.end_bulk_load(conn)
+        if dup is not None:
+            raise RepoIOError(f"the CAR holds block {dup} more than once")
     if commit_bytes is None:
         raise RepoIOError(f"the CAR's root commit block {root} is missing")
     return root, commit_bytes, count, size
@@ -197,10 +209,11 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
     account = accounts_db.get_account(conn)
     before = repo_db.get_root(conn, account.did) if account else None
     records_db.delete_all_records(conn)
+    records_db.drop_record_index_block(conn)  # rebuilt in one sorted pass after the walk
     if not diff:
-        blocks_db.delete_all_blocks(conn)
+        blocks_db.begin_bulk_load(conn)
 
-    root, commit_bytes, nblocks, nbytes = _stream_blocks_in(conn, fh, progress, unique=not diff)
+    root, commit_bytes, nblocks, nbytes = _stream_blocks_in(conn, fh, progress, bulk=not diff)
     fallback = []
     signer = None
     if account is not None and account.status != "offline-copy" and keys is not None:
@@ -217,8 +230,12 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
         raise RepoIOError(f"the commit's rev {rev!r} is not a TID")
     if account is not None and account.did != did:
         raise RepoIOError(f"the CAR is the repo of {did}, but this data directory holds {account.did}; refusing to mix accounts")
-    blocks_db.set_missing_rev(conn, rev)
-    nrecords, nnodes = _walk_index(conn, data_root, rev, progress)
+    if diff:
+        blocks_db.set_missing_rev(conn, rev)
+        nrecords, nnodes = _walk_index(conn, data_root, rev, progress)
+    else:  # every block and record of a full import came with rev: NULL rows, one meta value
+        blocks_db.set_base_rev(conn, rev)
+        nrecords, nnodes = _walk_index(conn, data_root, None, progress)
 
     time = iso_now(now)
     resigned = False
@@ -242,7 +259,7 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
         resigned = True
     repo_db.set_root(conn, did, commit_cid, commit_rev, data_root)
     total_blocks, total_bytes = blocks_db.count_blocks(conn)
-    distinct_records = conn.execute("SELECT count(DISTINCT cid) FROM records").fetchone()[0]
+    distinct_records = records_db.count_distinct_record_blocks(conn)
     referenced = 1 + nnodes + distinct_records
     return ImportResult(did, commit_cid, commit_rev, data_root, nrecords, total_blocks, total_bytes, how,
                         imported_commit=root, imported_rev=rev, resigned=resigned,
@@ -303,6 +320,8 @@ def _compare_index(conn: Any, data_root: CID, progress: Progress) -> int:
                 raise RepoIOError(f"record {key} is in the MST but not in the record index")
             if entry[0] < key:
                 raise RepoIOError(f"record {entry[0]} is in the record index but not in the MST")
+            if entry[1] is None:
+                raise RepoIOError(f"missing record block {cid} for {key}")
             if entry[1] != cid:
                 raise RepoIOError(f"record {key}: the index says {entry[1]}, the MST says {cid}")
             n += 1
@@ -318,7 +337,7 @@ def _compare_index(conn: Any, data_root: CID, progress: Progress) -> int:
     progress("records", n % BATCH)
     missing = records_db.first_record_without_block(conn)  # index == MST here, so this covers the MST
     if missing is not None:
-        raise RepoIOError(f"missing record block {missing[2]} for {missing[0]}/{missing[1]}")
+        raise RepoIOError(f"missing record block for {missing[0]}/{missing[1]}")
     return n
 
 

@@ -1,9 +1,10 @@
 """The blocks table: put/get/delete repo blocks, and a SQLite-backed BlockSource for the MST.
 
 Only SQL lives here; callers pass a connection (inside `Database.write` for writes).
-Tricky bits: bulk inserts are sorted by CID first (≈3× faster into the random-key unique
-index, DESIGN.md §5); `SqliteBlocks` keeps a small LRU of recently read blocks (MST nodes
-near the root are read on every write) and never caches misses.
+Tricky bits: the CID index keys on the CID's last 8 bytes (lookups compare the whole CID
+too; uniqueness is kept here, not by SQLite); a full import drops the indexes, appends, and
+rebuilds them in one sorted pass (`begin_bulk_load`); a NULL rev means "came with the last
+full import" (`base_rev`); `SqliteBlocks` keeps a small LRU and never caches misses.
 """
 
 from __future__ import annotations
@@ -24,45 +25,83 @@ class DuplicateBlock(ValueError):
         self.cid = CID(cid)
 
 
-def put_blocks(conn: Conn, blocks: Iterable[tuple[bytes, bytes]], rev: str) -> int:
+# The CID index keys on the CID's last 8 bytes (a slice of its hash); every lookup also
+# compares the whole CID. `?1` is the CID. (migration 0007)
+BY_CID = "substr(cid, -8) = substr(?1, -8) AND cid = ?1"
+_INSERT_NEW = f"INSERT INTO blocks (cid, rev, data) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE {BY_CID})"
+_INDEXES = (
+    "CREATE INDEX blocks_cid ON blocks (substr(cid, -8))",
+    "CREATE INDEX blocks_rev ON blocks (rev) WHERE rev IS NOT NULL",
+)
+
+
+def _sorted_rows(blocks: Iterable[tuple[bytes, bytes]], rev: str | None) -> list[tuple[bytes, str | None, bytes]]:
+    # in index-key order: each batch walks the CID index once, front to back
+    return sorted(((bytes(c), rev, d) for c, d in blocks), key=lambda r: r[0][-8:])
+
+
+def put_blocks(conn: Conn, blocks: Iterable[tuple[bytes, bytes]], rev: str | None) -> int:
     """Insert (cid, data) blocks, skipping ones already stored. Returns the number inserted."""
-    rows = sorted((bytes(c), rev, d) for c, d in blocks)
     before = conn.total_changes()
-    conn.executemany("INSERT OR IGNORE INTO blocks (cid, rev, data) VALUES (?, ?, ?)", rows)
+    conn.executemany(_INSERT_NEW, _sorted_rows(blocks, rev))
     return conn.total_changes() - before
 
 
-def put_blocks_unique(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str) -> None:
+def put_blocks_unique(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str | None) -> None:
     """Insert blocks that must all be new; raises DuplicateBlock naming the first repeat."""
-    rows = sorted((bytes(c), rev, d) for c, d in blocks)
-    for a, b in zip(rows, rows[1:]):
-        if a[0] == b[0]:
-            raise DuplicateBlock(a[0])
-    before = conn.total_changes()
-    conn.executemany("INSERT OR IGNORE INTO blocks (cid, rev, data) VALUES (?, ?, ?)", rows)
-    inserted = conn.total_changes() - before
-    if inserted != len(rows):
-        # rows inserted by this statement got consecutive rowids ending at last_insert_rowid
-        first_new = conn.last_insert_rowid() - inserted + 1 if inserted else None
-        for cid, _, _ in rows:
-            rowid = conn.execute("SELECT id FROM blocks WHERE cid = ?", (cid,)).fetchone()[0]
-            if first_new is None or rowid < first_new:
-                raise DuplicateBlock(cid)
-        raise DuplicateBlock(rows[0][0])  # unreachable in practice
+    rows = _sorted_rows(blocks, rev)
+    seen: set[bytes] = set()
+    for cid, _, _ in rows:
+        if cid in seen or has_block(conn, cid):
+            raise DuplicateBlock(cid)
+        seen.add(cid)
+    conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", rows)
+
+
+# ---- bulk load (a full import into an emptied table) ------------------------------------------
+def begin_bulk_load(conn: Conn) -> None:
+    """Empty the table and drop its indexes: rows then append in arrival order, and
+    `end_bulk_load` builds each index in one sorted pass (densely packed pages). Call inside
+    a write transaction; a rollback restores table and indexes."""
+    conn.execute("DELETE FROM blocks")
+    conn.execute("DROP INDEX IF EXISTS blocks_cid")
+    conn.execute("DROP INDEX IF EXISTS blocks_rev")
+
+
+def append_blocks(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str | None = None) -> None:
+    """Bulk load: append rows as they come (no checks; `end_bulk_load` finds repeats)."""
+    conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", [(bytes(c), rev, d) for c, d in blocks])
+
+
+def end_bulk_load(conn: Conn) -> CID | None:
+    """Build the indexes; returns a CID stored more than once (the load is then bad), else None."""
+    for sql in _INDEXES:
+        conn.execute(sql)
+    for (suffix,) in conn.execute("SELECT substr(cid, -8) AS h FROM blocks GROUP BY h HAVING count(*) > 1").fetchall():
+        cids = sorted(r[0] for r in conn.execute("SELECT cid FROM blocks WHERE substr(cid, -8) = ?", (suffix,)))
+        for a, b in zip(cids, cids[1:]):
+            if a == b:
+                return CID(a)
+    return None
+
+
+def block_id(conn: Conn, cid: bytes) -> int | None:
+    row = conn.execute(f"SELECT id FROM blocks WHERE {BY_CID}", (bytes(cid),)).fetchone()
+    return row[0] if row else None
 
 
 def get_block(conn: Conn, cid: bytes) -> bytes | None:
-    row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (bytes(cid),)).fetchone()
+    row = conn.execute(f"SELECT data FROM blocks WHERE {BY_CID}", (bytes(cid),)).fetchone()
     return row[0] if row else None
 
 
 def has_block(conn: Conn, cid: bytes) -> bool:
-    return conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (bytes(cid),)).fetchone() is not None
+    return conn.execute(f"SELECT 1 FROM blocks WHERE {BY_CID}", (bytes(cid),)).fetchone() is not None
 
 
 def delete_blocks(conn: Conn, cids: Iterable[bytes]) -> int:
     before = conn.total_changes()
-    conn.executemany("DELETE FROM blocks WHERE cid = ?", [(bytes(c),) for c in cids])
+    conn.executemany(f"DELETE FROM blocks WHERE {BY_CID}", [(bytes(c),) for c in cids])
     return conn.total_changes() - before
 
 
@@ -73,6 +112,17 @@ def delete_all_blocks(conn: Conn) -> None:
 def set_missing_rev(conn: Conn, rev: str) -> None:
     """Give blocks inserted with an empty rev (before the commit was seen) their rev."""
     conn.execute("UPDATE blocks SET rev = ? WHERE rev = ''", (rev,))
+
+
+def base_rev(conn: Conn) -> str | None:
+    """The rev that blocks and records with a NULL rev came with (the last full import)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'repo_base_rev'").fetchone()
+    return row[0] if row else None
+
+
+def set_base_rev(conn: Conn, rev: str) -> None:
+    conn.execute("INSERT INTO meta (key, value) VALUES ('repo_base_rev', ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (rev,))
 
 
 def count_blocks(conn: Conn) -> tuple[int, int]:
@@ -94,20 +144,31 @@ def iter_blocks(conn: Conn, batch: int = 2000) -> Iterator[tuple[CID, bytes]]:
 
 
 def blocks_since(conn: Conn, since: str | None, batch: int = 2000) -> Iterator[tuple[CID, bytes]]:
-    """Blocks introduced after rev `since` (all blocks if None), for getRepo?since=."""
-    if since is None:
+    """Blocks introduced after rev `since` (all blocks if None), in table order, for getRepo?since=.
+
+    Blocks with a NULL rev came with the last full import (rev `base_rev`): all of them are
+    newer than an older `since`, none than a later one, so the rev index skips them."""
+    base = base_rev(conn)
+    if since is None or (base is not None and since < base):
         yield from iter_blocks(conn, batch)
         return
-    last = 0
+    ids = conn.execute("SELECT id FROM blocks INDEXED BY blocks_rev WHERE rev > ? ORDER BY id", (since,))
     while True:
-        rows = conn.execute(
-            "SELECT id, cid, data FROM blocks WHERE rev > ? AND id > ? ORDER BY id LIMIT ?", (since, last, batch)
-        ).fetchall()
-        if not rows:
+        chunk = _take(ids, batch)
+        if not chunk:
             return
-        for _, cid, data in rows:
+        marks = ",".join("?" * len(chunk))
+        for cid, data in conn.execute(f"SELECT cid, data FROM blocks WHERE id IN ({marks}) ORDER BY id", chunk):
             yield CID(cid), data
-        last = rows[-1][0]
+
+
+def _take(cursor: Any, n: int) -> list[int]:
+    out = []
+    for row in cursor:
+        out.append(row[0])
+        if len(out) >= n:
+            break
+    return out
 
 
 class SqliteBlocks:
@@ -120,7 +181,7 @@ class SqliteBlocks:
         self.conn = conn
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
-        self._sql = "SELECT data FROM blocks WHERE cid = ?"
+        self._sql = f"SELECT data FROM blocks WHERE {BY_CID}"
         self.reads = 0
 
     def get_block(self, cid: bytes) -> bytes | None:

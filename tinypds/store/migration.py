@@ -14,7 +14,7 @@ Conn = Any
 
 _TABLES_BY_DID = ("session", "app_password", "preference", "action_tokens", "repo_root", "plc_log", "identity",
                   "account")
-_TABLES_ALL = ("record_blobs", "records", "blob_parts", "blobs", "blocks")
+_TABLES_ALL = ("record_blobs", "record_index", "collections", "blob_parts", "blobs", "blocks")
 
 
 def delete_account(conn: Conn, did: str) -> None:

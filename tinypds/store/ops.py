@@ -211,7 +211,7 @@ class Figures:
 
 def figures(conn: Conn) -> Figures:
     """Counts and sizes of the stored repo, blobs, events and sessions."""
-    records, collections = conn.execute("SELECT count(*), count(DISTINCT collection) FROM records").fetchone()
+    records, collections = conn.execute("SELECT count(*), count(DISTINCT coll) FROM record_index").fetchone()
     blocks, block_bytes = conn.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM blocks").fetchone()
     blobs, blob_bytes = conn.execute(
         "SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE status = 'permanent'"

@@ -1,10 +1,11 @@
-"""The record index (collection, rkey) -> CID, and the record -> blob references.
+"""The record index (collection, rkey) -> block, and the record -> blob references.
 
 Only SQL. The index always equals the MST at the current root; store.repo keeps it in
 step inside the commit transaction. Tricky bits: listing order follows listRecords
 (default newest first, i.e. rkey descending; `reverse=True` ascending) and the MST order
 ("collection/rkey" bytewise) differs from (collection, rkey) order when one collection name
 is a prefix of another, so `iter_index_in_mst_order` orders collections by "collection/".
+Rows hold a collection number and the block's id, not names and CIDs (migration 0007).
 """
 
 from __future__ import annotations
@@ -12,23 +13,40 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from ..core.cid import CID
+from .blocks import BY_CID, block_id, has_block
+from .db import ConstraintError
 
 Conn = Any
 
 
+# record_index: (coll, rkey) -> block id, rev (NULL: came with the last full import);
+# collections: id <-> name. The view `records` shows (collection, rkey, cid, rev) for people.
+_COLL = "(SELECT id FROM collections WHERE name = ?)"
+
+
+def collection_id(conn: Conn, collection: str, create: bool = False) -> int | None:
+    row = conn.execute("SELECT id FROM collections WHERE name = ?", (collection,)).fetchone()
+    if row is not None or not create:
+        return row[0] if row else None
+    conn.execute("INSERT INTO collections (name) VALUES (?)", (collection,))
+    return conn.last_insert_rowid()
+
+
 def get_record_cid(conn: Conn, collection: str, rkey: str) -> CID | None:
-    row = conn.execute("SELECT cid FROM records WHERE collection = ? AND rkey = ?", (collection, rkey)).fetchone()
+    row = conn.execute(
+        f"SELECT b.cid FROM record_index r JOIN blocks b ON b.id = r.block WHERE r.coll = {_COLL} AND r.rkey = ?",
+        (collection, rkey),
+    ).fetchone()
     return CID(row[0]) if row else None
 
 
 def get_record(conn: Conn, collection: str, rkey: str) -> tuple[CID, bytes] | None:
     """(cid, block data) of a current record, or None (also when its block is missing)."""
-    # a correlated subquery: measured ~2x faster than the equivalent JOIN for this point read
     row = conn.execute(
-        "SELECT cid, (SELECT data FROM blocks WHERE blocks.cid = records.cid) FROM records WHERE collection = ? AND rkey = ?",
+        f"SELECT b.cid, b.data FROM record_index r JOIN blocks b ON b.id = r.block WHERE r.coll = {_COLL} AND r.rkey = ?",
         (collection, rkey),
     ).fetchone()
-    return (CID(row[0]), row[1]) if row and row[1] is not None else None
+    return (CID(row[0]), row[1]) if row else None
 
 
 def list_records(
@@ -46,55 +64,89 @@ def list_records(
         cond = ""
     params.append(int(limit))
     rows = conn.execute(
-        f"SELECT r.rkey, r.cid, b.data FROM records r JOIN blocks b ON b.cid = r.cid "
-        f"WHERE r.collection = ? {cond} ORDER BY r.rkey {order} LIMIT ?",
+        f"SELECT r.rkey, b.cid, b.data FROM record_index r JOIN blocks b ON b.id = r.block "
+        f"WHERE r.coll = {_COLL} {cond} ORDER BY r.rkey {order} LIMIT ?",
         params,
     ).fetchall()
     return [(rkey, CID(cid), data) for rkey, cid, data in rows]
 
 
 def list_collections(conn: Conn) -> list[str]:
-    """Distinct collections via an index skip-scan (cost grows with collections, not records)."""
+    """Collections holding at least one record, by name (cost grows with collections, not records)."""
     rows = conn.execute(
-        "WITH RECURSIVE c(name) AS ("
-        " SELECT min(collection) FROM records"
-        " UNION ALL SELECT (SELECT min(collection) FROM records WHERE collection > c.name) FROM c WHERE c.name IS NOT NULL"
-        ") SELECT name FROM c WHERE name IS NOT NULL"
+        "SELECT name FROM collections c WHERE EXISTS (SELECT 1 FROM record_index r WHERE r.coll = c.id) ORDER BY name"
     ).fetchall()
     return [r[0] for r in rows]
 
 
 def count_records(conn: Conn, collection: str | None = None) -> int:
     if collection is None:
-        return conn.execute("SELECT count(*) FROM records").fetchone()[0]
-    return conn.execute("SELECT count(*) FROM records WHERE collection = ?", (collection,)).fetchone()[0]
+        return conn.execute("SELECT count(*) FROM record_index").fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM record_index WHERE coll = {_COLL}", (collection,)).fetchone()[0]
+
+
+def count_distinct_record_blocks(conn: Conn) -> int:
+    return conn.execute("SELECT count(DISTINCT block) FROM record_index").fetchone()[0]
 
 
 def cid_in_use(conn: Conn, cid: bytes) -> bool:
-    return conn.execute("SELECT 1 FROM records WHERE cid = ? LIMIT 1", (bytes(cid),)).fetchone() is not None
+    return conn.execute(
+        f"SELECT 1 FROM record_index WHERE block = (SELECT id FROM blocks WHERE {BY_CID}) LIMIT 1", (bytes(cid),)
+    ).fetchone() is not None
 
 
 def put_record(conn: Conn, collection: str, rkey: str, cid: bytes, rev: str) -> None:
+    """Point (collection, rkey) at the stored block `cid` (store it first)."""
+    block = block_id(conn, cid)
+    if block is None:
+        raise ValueError(f"record {collection}/{rkey}: block {CID(cid)} is not stored")
     conn.execute(
-        "INSERT INTO records (collection, rkey, cid, rev) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (collection, rkey) DO UPDATE SET cid = excluded.cid, rev = excluded.rev",
-        (collection, rkey, bytes(cid), rev),
+        "INSERT INTO record_index (coll, rkey, block, rev) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (coll, rkey) DO UPDATE SET block = excluded.block, rev = excluded.rev",
+        (collection_id(conn, collection, create=True), rkey, block, rev),
     )
 
 
-def put_records(conn: Conn, rows: Iterable[tuple[str, str, bytes, str]]) -> None:
-    """Bulk insert (collection, rkey, cid, rev) rows (import: the index is empty)."""
-    conn.executemany("INSERT INTO records (collection, rkey, cid, rev) VALUES (?, ?, ?, ?)", rows)
+def put_records(conn: Conn, rows: Iterable[tuple[str, str, bytes, str | None]]) -> tuple[str, str, CID] | None:
+    """Bulk insert (collection, rkey, cid, rev) rows (import: the index is empty). Returns
+    (collection, rkey, cid) of a row whose block is not stored (then roll back), else None."""
+    rows = list(rows)
+    ids: dict[str, int] = {}
+    out = []
+    for collection, rkey, cid, rev in rows:
+        coll = ids.get(collection)
+        if coll is None:
+            coll = ids[collection] = collection_id(conn, collection, create=True)
+        out.append((coll, rkey, bytes(cid), rev))
+    try:
+        conn.executemany(
+            f"INSERT INTO record_index (coll, rkey, block, rev) VALUES (?2, ?3, (SELECT id FROM blocks WHERE {BY_CID}), ?4)",
+            [(cid, coll, rkey, rev) for coll, rkey, cid, rev in out])
+    except ConstraintError:  # block NOT NULL: some record's block is missing
+        for collection, rkey, cid, _ in rows:
+            if not has_block(conn, cid):
+                return collection, rkey, CID(cid)
+        raise
+    return None
 
 
 def delete_record(conn: Conn, collection: str, rkey: str) -> None:
-    conn.execute("DELETE FROM records WHERE collection = ? AND rkey = ?", (collection, rkey))
+    conn.execute(f"DELETE FROM record_index WHERE coll = {_COLL} AND rkey = ?", (collection, rkey))
     conn.execute("DELETE FROM record_blobs WHERE collection = ? AND rkey = ?", (collection, rkey))
 
 
 def delete_all_records(conn: Conn) -> None:
-    conn.execute("DELETE FROM records")
+    conn.execute("DELETE FROM record_index")
     conn.execute("DELETE FROM record_blobs")
+
+
+def drop_record_index_block(conn: Conn) -> None:
+    """Bulk load: drop the block index of an emptied record index (`build_record_index_block` after)."""
+    conn.execute("DROP INDEX IF EXISTS record_index_block")
+
+
+def build_record_index_block(conn: Conn) -> None:
+    conn.execute("CREATE INDEX IF NOT EXISTS record_index_block ON record_index (block)")
 
 
 def set_record_blobs(conn: Conn, collection: str, rkey: str, blob_cids: Iterable[bytes]) -> None:
@@ -120,53 +172,65 @@ def blob_in_use(conn: Conn, blob_cid: bytes) -> bool:
     return conn.execute("SELECT 1 FROM record_blobs WHERE blob_cid = ? LIMIT 1", (bytes(blob_cid),)).fetchone() is not None
 
 
-def iter_records_with_data_in_mst_order(conn: Conn) -> Iterator[tuple[str, str, bytes, bytes | None]]:
-    """(collection, rkey, cid bytes, block data or None) in MST key order (fast path for export)."""
-    sql = ("SELECT ?, r.rkey, r.cid, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid "
-           "WHERE r.collection = ? ORDER BY r.rkey")
-    for collection in sorted(list_collections(conn), key=lambda c: (c + "/").encode()):
-        yield from conn.execute(sql, (collection, collection))
+def _collections_in_mst_order(conn: Conn) -> list[tuple[str, int]]:
+    # MST order is bytewise on "collection/rkey": sort collections by "collection/"
+    rows = conn.execute("SELECT name, id FROM collections").fetchall()
+    return sorted(rows, key=lambda r: (r[0] + "/").encode())
 
 
-def iter_index_in_mst_order(conn: Conn) -> Iterator[tuple[str, CID]]:
-    """Every ("collection/rkey", cid[, data]) in MST key order, streaming, without a sort.
+def iter_records_with_data_in_mst_order(conn: Conn) -> Iterator[tuple[str, bytes, bytes | None]]:
+    """(collection, rkey, cid bytes, block data), or None for both when the block is missing,
+    in MST key order (fast path for export: one joined query per collection)."""
+    sql = ("SELECT r.rkey, b.cid, b.data FROM record_index r LEFT JOIN blocks b ON b.id = r.block "
+           "WHERE r.coll = ? ORDER BY r.rkey")
+    for collection, coll in _collections_in_mst_order(conn):
+        for rkey, cid, data in conn.execute(sql, (coll,)):
+            yield collection, rkey, cid, data
+
+
+def iter_index_in_mst_order(conn: Conn) -> Iterator[tuple[str, CID | None]]:
+    """Every ("collection/rkey", cid) in MST key order, streaming, without a sort (cid None:
+    the record's block is missing).
 
     MST order is bytewise on "collection/rkey"; each collection's keys are contiguous in it
     (they share the prefix "collection/"), so walking collections sorted by "collection/"
     and each one in primary-key (rkey) order gives exactly the MST order.
     """
-    sql = "SELECT rkey, cid FROM records WHERE collection = ? ORDER BY rkey"
-    for collection in sorted(list_collections(conn), key=lambda c: (c + "/").encode()):
+    sql = "SELECT r.rkey, b.cid FROM record_index r LEFT JOIN blocks b ON b.id = r.block WHERE r.coll = ? ORDER BY r.rkey"
+    for collection, coll in _collections_in_mst_order(conn):
         prefix = collection + "/"
-        for rkey, cid in conn.execute(sql, (collection,)):
-            yield prefix + rkey, CID(cid)
+        for rkey, cid in conn.execute(sql, (coll,)):
+            yield prefix + rkey, (CID(cid) if cid is not None else None)
 
 
-def first_record_without_block(conn: Conn) -> tuple[str, str, CID] | None:
-    """A record whose block is not stored (import check), or None."""
+def first_record_without_block(conn: Conn) -> tuple[str, str] | None:
+    """(collection, rkey) of a record whose block is not stored (import check), or None."""
     row = conn.execute(
-        "SELECT collection, rkey, cid FROM records r WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.cid = r.cid) LIMIT 1"
+        "SELECT c.name, r.rkey FROM record_index r JOIN collections c ON c.id = r.coll "
+        "WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.id = r.block) LIMIT 1"
     ).fetchone()
-    return (row[0], row[1], CID(row[2])) if row else None
+    return (row[0], row[1]) if row else None
 
 
-def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes, bytes | None]]:
+def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes | None, bytes | None]]:
     """(collection, rkey, cid, data) of records whose block contains `needle` (e.g. b"mimeType"),
-    and (..., None) for records whose block is missing — one pass over the index."""
+    and (..., None, None) for records whose block is missing — one pass over the index."""
     yield from conn.execute(
-        "SELECT r.collection, r.rkey, r.cid, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid "
-        "WHERE b.data IS NULL OR instr(b.data, ?) > 0",
+        "SELECT c.name, r.rkey, b.cid, b.data FROM record_index r JOIN collections c ON c.id = r.coll "
+        "LEFT JOIN blocks b ON b.id = r.block WHERE b.data IS NULL OR instr(b.data, ?) > 0",
         (needle,),
     )
 
 
 def shared_record_cids(conn: Conn) -> set[bytes]:
     """CIDs used by more than one record (identical record content under two keys); usually few."""
-    return {r[0] for r in conn.execute("SELECT cid FROM records GROUP BY cid HAVING count(*) > 1")}
+    return {r[0] for r in conn.execute(
+        "SELECT cid FROM blocks WHERE id IN (SELECT block FROM record_index GROUP BY block HAVING count(*) > 1)")}
 
 
 def iter_record_data(conn: Conn) -> Iterator[tuple[str, str, bytes | None]]:
     """(collection, rkey, block data or None) for every record, in primary-key order."""
     yield from conn.execute(
-        "SELECT r.collection, r.rkey, b.data FROM records r LEFT JOIN blocks b ON b.cid = r.cid"
+        "SELECT c.name, r.rkey, b.data FROM record_index r JOIN collections c ON c.id = r.coll "
+        "LEFT JOIN blocks b ON b.id = r.block"
     )
