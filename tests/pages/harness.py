@@ -72,6 +72,11 @@ def page_server(tmp_path: Path, *, full_app: bool = False) -> Iterator[PageServe
         if getattr(svc.auth, "twofactor", None) is None:
             rp_id, origin = rp_from_public_url(settings.public_url)
             svc.auth.twofactor = TwoFactorService(svc.db, svc.keys, seal_did=settings.service_did, rp_id=rp_id, origin=origin)
+        if getattr(svc, "account_life", None) is None:
+            from tinypds.services.account_life import AccountLife
+
+            svc.account_life = AccountLife(settings, svc.db, svc.keys, svc.auth, on_event=getattr(svc, "notify_event", None),
+                                           on_account_change=svc.attach_account)
         holder["did"] = new.did
         return svc
 

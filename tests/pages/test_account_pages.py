@@ -16,7 +16,9 @@ from .harness import page_server
 ACTIONS = ["/account/2fa/totp/begin", "/account/2fa/totp/confirm", "/account/2fa/totp/remove", "/account/2fa/recovery",
            "/account/2fa/passkey/options", "/account/2fa/passkey/add", "/account/2fa/passkey/remove",
            "/account/sessions/revoke", "/account/apps/revoke", "/account/app-passwords/create",
-           "/account/app-passwords/revoke", "/account/handle", "/account/backup/sealed"]
+           "/account/app-passwords/revoke", "/account/handle", "/account/backup/sealed",
+           "/account/password", "/account/password/token", "/account/email/send", "/account/email/confirm",
+           "/account/email/change", "/account/deactivate", "/account/activate", "/account/delete/token", "/account/delete"]
 
 
 @pytest.fixture(scope="module")

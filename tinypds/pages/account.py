@@ -96,6 +96,7 @@ async def _page(request: Request, session: Any) -> Template:
         "sessions": sessions, "apps": apps,
         "app_passwords": await svc.auth.list_app_passwords(_ctx(account.did)),
         "domains": ", ".join(svc.settings.handle_domains) or "(none configured)",
+        "email": account_page.email_view(account),
     }
     return render(request, "account.html", context)
 

@@ -95,3 +95,27 @@ async def check_handle(identity: Any, did: str, handle: str) -> tuple[bool, str]
     if found:
         return False, f"@{handle} resolves to another DID ({found})."
     return False, f"@{handle} does not resolve to your DID yet{': ' + reason if reason else ''}. Add the DNS TXT record and check again."
+
+
+async def change_password(db: Any, auth: Any, did: str, current: str, new: str, ip: str) -> int:
+    """The current password (throttled like sign-in) -> the new one; every session ends. Returns
+    how many sessions ended."""
+    from ..store import accounts as accounts_db
+    from ..store import auth as auth_db
+    from .account_life import NEW_PASSWORD_MAX_LENGTH
+
+    if not new or len(new) > NEW_PASSWORD_MAX_LENGTH:
+        raise ValueError(f"the new password must be 1 to {NEW_PASSWORD_MAX_LENGTH} characters")
+    await auth.check_password(did, current, ip)
+    password_hash = await auth.hash_password(new)
+
+    def txn(conn: Any) -> int:
+        accounts_db.set_password_hash(conn, did, password_hash)
+        return auth_db.delete_sessions(conn, did, all_sessions=True)
+
+    return await db.awrite(txn)
+
+
+def email_view(account: Any) -> dict:
+    return {"email": getattr(account, "email", None) or "",
+            "confirmed": getattr(account, "email_confirmed_at", None) is not None}
