@@ -18,7 +18,8 @@ ACTIONS = ["/account/2fa/totp/begin", "/account/2fa/totp/confirm", "/account/2fa
            "/account/sessions/revoke", "/account/apps/revoke", "/account/app-passwords/create",
            "/account/app-passwords/revoke", "/account/handle", "/account/backup/sealed",
            "/account/password", "/account/password/token", "/account/email/send", "/account/email/confirm",
-           "/account/email/change", "/account/deactivate", "/account/activate", "/account/delete/token", "/account/delete"]
+           "/account/email/change", "/account/deactivate", "/account/activate", "/account/delete/token", "/account/delete",
+           "/account/move/out"]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,6 @@ def passkey_js() -> Response:
 
 
 def routes() -> list:
-    from . import account, actions, care, oauth
+    from . import account, actions, care, move, oauth
 
-    return [style_css, passkey_js, *account.ROUTES, *actions.ROUTES, *care.ROUTES, *oauth.ROUTES]
+    return [style_css, passkey_js, *account.ROUTES, *actions.ROUTES, *care.ROUTES, *move.ROUTES, *oauth.ROUTES]

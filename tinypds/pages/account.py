@@ -97,8 +97,15 @@ async def _page(request: Request, session: Any) -> Template:
         "app_passwords": await svc.auth.list_app_passwords(_ctx(account.did)),
         "domains": ", ".join(svc.settings.handle_domains) or "(none configured)",
         "email": account_page.email_view(account),
+        "move": move_job_view(request),
     }
     return render(request, "account.html", context)
+
+
+def move_job_view(request: Request) -> Any:
+    from .move import job_view
+
+    return job_view(request)
 
 
 def _ctx(did: str) -> Any:

@@ -333,6 +333,16 @@ class AuthService:
         tokens = self._issue(did, session.id, self._scope_for(session), session.refresh_jti, now)
         return {"did": did, "handle": handle, "email": email, "status": status}, tokens
 
+    async def issue_session(self, did: str) -> dict:
+        """Tokens of a new full session for an owner already signed in elsewhere (the account
+        page's "move to another PDS", which drives this server over XRPC like the CLI does)."""
+        now = int(self.clock())
+        session = sql.SessionRow(id=secrets.token_urlsafe(18), did=did, app_password_name=None, privileged=False,
+                                 refresh_jti=secrets.token_urlsafe(24), created_at=now, refreshed_at=now,
+                                 expires_at=now + self.refresh_ttl)
+        await self.db.awrite(lambda c: sql.insert_session(c, session))
+        return self._issue(did, session.id, ACCESS_SCOPE, session.refresh_jti, now)
+
     async def refresh_session(self, ctx: AuthContext) -> tuple[dict, dict]:
         """Rotate: the presented refresh token becomes unusable, a new pair is issued."""
         if ctx.kind != "refresh" or ctx.session_id is None or ctx.token_id is None:
