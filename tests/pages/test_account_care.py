@@ -86,4 +86,25 @@ def test_deactivate_reactivate_and_delete(server):
         r = c.post("/account/delete", data={"csrf": csrf_of(page), "confirm": server.handle, "password": server.password,
                                             "token": token})
         assert r.status_code == 200 and "Account deleted" in r.text
-        assert "no account" in c.get("/account").text.lower() or c.get("/account").status_code == 404
+        page = c.get("/account").text
+        assert "This server has no account yet" in page and "Move your account here" in page
+        # moving an account in needs the server's invite code
+        r = c.post("/account/move/in", data={"csrf": csrf_of(page), "invite_code": "guess", "old_url": "http://127.0.0.1:9",
+                                             "identifier": "x.test", "password": "pw"})
+        assert r.status_code == 403 and "invite code" in r.text
+        from tinypds.services.migration import mint_invite_code
+
+        invite = mint_invite_code(server.svc.db, server.svc.settings.service_did)
+        r = c.post("/account/move/in", data={"csrf": csrf_of(page), "invite_code": invite, "old_url": "http://127.0.0.1:9",
+                                             "identifier": "x.test", "password": "pw"})
+        assert r.status_code == 303
+        import time
+
+        for _ in range(100):  # the old PDS is unreachable: the job stops and says so (bounded wait)
+            page = c.get("/account").text
+            if "The move stopped" in page:
+                break
+            time.sleep(0.1)
+        assert "The move stopped" in page and "Moving x.test from http://127.0.0.1:9" in page
+        with httpx.Client(base_url=server.url) as stranger:  # another browser sees no progress
+            assert "Moving x.test" not in stranger.get("/account").text

@@ -51,6 +51,7 @@ def passkey_js() -> Response:
 
 
 def routes() -> list:
-    from . import account, actions, care, move, oauth
+    from . import account, actions, care, move, move_in, oauth
 
-    return [style_css, passkey_js, *account.ROUTES, *actions.ROUTES, *care.ROUTES, *move.ROUTES, *oauth.ROUTES]
+    return [style_css, passkey_js, *account.ROUTES, *actions.ROUTES, *care.ROUTES, *move.ROUTES, *move_in.ROUTES,
+            *oauth.ROUTES]

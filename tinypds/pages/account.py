@@ -42,7 +42,10 @@ def oauth_service(request: Request) -> Any:
 
 
 def _no_account(request: Request) -> Template:
-    return render(request, "error.html", {"title": "No account yet", "message": "This server has no account yet."}, status=404)
+    """No account here yet: the page to move one in (guarded by the server's invite code)."""
+    from .move_in import view
+
+    return view(request, status=200 if request.method == "GET" else 409)
 
 
 def _signin_view(request: Request, error: str | None = None, status: int = 200) -> Template:

@@ -119,3 +119,14 @@ async def change_password(db: Any, auth: Any, did: str, current: str, new: str, 
 def email_view(account: Any) -> dict:
     return {"email": getattr(account, "email", None) or "",
             "confirmed": getattr(account, "email_confirmed_at", None) is not None}
+
+
+def invite_ok(db: Any, service_did: str, code: str) -> bool:
+    """Is `code` the server's current invite code (`tinypds invite`)? Nothing is spent."""
+    from .migration import _peek_invite
+
+    try:
+        db.read(lambda c: _peek_invite(c, service_did, code, int(time.time())))
+    except Exception:  # noqa: BLE001  (InvalidInviteCode)
+        return False
+    return True
