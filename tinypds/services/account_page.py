@@ -65,8 +65,7 @@ def health_lines(health: Any) -> list[str]:
     try:
         from .health_report import report_lines
 
-        report = getattr(health, "last_report", None)
-        report = report() if callable(report) else report
+        report = health.report()  # services.health.HealthWatcher: the last round's facts
         return [f"{label}: {value}" for label, value, _ok in report_lines(report)]
     except Exception:  # noqa: BLE001  (the watcher is optional and may be mid-change)
         return []
