@@ -10,6 +10,7 @@ corrupt varint cannot make us allocate gigabytes; truncation is an error on clos
 
 from __future__ import annotations
 
+import hashlib
 from typing import BinaryIO, Iterable, Iterator
 
 from . import dagcbor
@@ -17,6 +18,7 @@ from .cid import CID, SHA2_256, cid_length
 
 MAX_HEADER = 64 * 1024
 MAX_BLOCK = 4 * 1024 * 1024  # records are far smaller; MST nodes too
+_FAST_CODECS = (0x71, 0x55)  # dag-cbor, raw: one-byte codec varints
 
 
 class CarError(ValueError):
@@ -107,11 +109,30 @@ class CarParser:
             self.roots = self._parse_header(bytes(buf[p : p + hlen]))
             pos = p + hlen
         n = len(buf)
+        verify = self.verify
+        sha256 = hashlib.sha256
+        new_cid = bytes.__new__
         while pos < n:
-            r = _try_varint(buf, pos)
-            if r is None:
-                break
-            blen, p = r
+            b0 = buf[pos]
+            if b0 < 0x80:  # one- and two-byte lengths inline (nearly every block)
+                blen, p = b0, pos + 1
+            elif pos + 1 < n and buf[pos + 1] < 0x80 and buf[pos + 1]:
+                blen, p = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
+            else:
+                r = _try_varint(buf, pos)
+                if r is None:
+                    break
+                blen, p = r
+            end = p + blen
+            # fast path: a 36-byte CIDv1 sha2-256 (dag-cbor or raw), the shape atproto writes
+            if 36 < blen <= self.max_block and end <= n and buf[p] == 1 and buf[p + 2] == 0x12 and buf[p + 3] == 0x20 and buf[p + 1] in _FAST_CODECS:
+                data = bytes(buf[p + 36 : end])
+                if verify and sha256(data).digest() != buf[p + 4 : p + 36]:
+                    raise CarError(f"block {CID(bytes(buf[p : p + 36]))} does not match its hash (corrupt data)")
+                out.append((new_cid(CID, buf[p : p + 36]), data))
+                self.blocks_read += 1
+                pos = end
+                continue
             if blen == 0:
                 raise CarError(f"empty block section at byte {self.bytes_read - n + pos}")
             if blen > self.max_block:

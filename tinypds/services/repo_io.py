@@ -88,7 +88,7 @@ def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[
     return obj, "NOT CHECKED: no key to check it with (pass --did-key did:key:...; DID resolution comes later)"
 
 
-def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress) -> tuple[int, int]:
+def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, hashed: bool = False) -> tuple[int, int]:
     """Verify the MST from SQLite and (re)build the record index + record_blobs.
 
     The walk only reads MST nodes; record blocks are then scanned for blob refs by one
@@ -104,7 +104,7 @@ def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress) 
         progress("records", len(rows))
         rows.clear()
     try:
-        for key, cid in verify_tree(source, data_root):
+        for key, cid in verify_tree(source, data_root, hashed=hashed):
             collection, _, rkey = key.partition("/")
             rows.append((collection, rkey, cid, rev))
             n += 1
@@ -235,7 +235,7 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
         nrecords, nnodes = _walk_index(conn, data_root, rev, progress)
     else:  # every block and record of a full import came with rev: NULL rows, one meta value
         blocks_db.set_base_rev(conn, rev)
-        nrecords, nnodes = _walk_index(conn, data_root, None, progress)
+        nrecords, nnodes = _walk_index(conn, data_root, None, progress, hashed=True)  # every block hash-checked from the CAR
 
     time = iso_now(now)
     resigned = False

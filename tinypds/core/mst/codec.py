@@ -283,8 +283,10 @@ def _check_node(node: Node, canonical: bool) -> None:
         raise _bad(cid, "non-canonical DAG-CBOR encoding")
 
 
-def load_node(source: BlockSource, cid: CID, layer: int | None, cache: NodeCache | None, check: bool) -> Node:
-    """Read and decode one stored node (through `cache`); check=True also verifies its hash."""
+def load_node(source: BlockSource, cid: CID, layer: int | None, cache: NodeCache | None, check: bool,
+              hashed: bool = False) -> Node:
+    """Read and decode one stored node (through `cache`); check=True also verifies its hash
+    (unless hashed=True: the caller knows the source's blocks match their CIDs)."""
     if cache is not None:
         node = cache.get(cid)
         if node is not None:
@@ -295,7 +297,7 @@ def load_node(source: BlockSource, cid: CID, layer: int | None, cache: NodeCache
     if data is None:
         raise MissingBlockError(cid, "MST node")
     if check:
-        if type(cid) is not CID or cid.codec != DAG_CBOR or not cid.matches(data):
+        if type(cid) is not CID or cid.codec != DAG_CBOR or not (hashed or cid.matches(data)):
             raise _bad(cid, "block does not match its CID")
     node = decode_node(data, cid, layer, check)
     if cache is not None:

@@ -18,17 +18,20 @@ from .codec import load_node
 from .node import MstError, Node
 
 
-def _load(source: BlockSource, cid: CID, layer: int | None, parent: CID | None) -> Node:
+def _load(source: BlockSource, cid: CID, layer: int | None, parent: CID | None, hashed: bool = False) -> Node:
     try:
-        return load_node(source, cid, layer, None, True)
+        return load_node(source, cid, layer, None, True, hashed)
     except MissingBlockError:
         where = f" (linked from {parent})" if parent is not None else ""
         raise MstError(f"missing MST node {cid}{where}") from None
 
 
-def verify_tree(source: BlockSource, root: CID) -> Iterator[tuple[str, CID]]:
-    """Yield (key, value) of a tree while proving it canonical; raises MstError on the first fault."""
-    node = _load(source, CID(root), None, None)
+def verify_tree(source: BlockSource, root: CID, hashed: bool = False) -> Iterator[tuple[str, CID]]:
+    """Yield (key, value) of a tree while proving it canonical; raises MstError on the first fault.
+
+    hashed=True: the source's blocks are known to match their CIDs (e.g. each was checked
+    as it came in from a CAR), so nodes are not hashed again."""
+    node = _load(source, CID(root), None, None, hashed)
     if node.layer is None:  # no keys in the root
         if node.subs[0] is not None:
             raise MstError(f"MST root {node.cid}: no entries but points to a subtree (untrimmed root)")
@@ -59,7 +62,7 @@ def verify_tree(source: BlockSource, root: CID) -> Iterator[tuple[str, CID]]:
                 continue
             if node.layer == 0:
                 raise MstError(f"MST node {node.cid}: layer-0 node has a subtree")
-            child = _load(source, sub, node.layer - 1, node.cid)
+            child = _load(source, sub, node.layer - 1, node.cid, hashed)
             if child.is_empty():
                 raise MstError(f"MST node {child.cid}: empty non-root node (linked from {node.cid})")
             stack.append([child, 0])
