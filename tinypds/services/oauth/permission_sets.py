@@ -223,3 +223,18 @@ class PermissionSetResolver:
     def cached(self, nsid: str) -> PermissionSet | None:
         hit = self._cache.get(nsid)
         return hit[1] if hit else None
+
+
+def for_app(svc: Any) -> PermissionSetResolver:
+    """The resolver on the app's own services: DNS as the handle resolver asks it, DID documents
+    through the identity resolver (same caches and client), this account's sets from its repo."""
+    resolver = svc.identity.resolver
+
+    async def local_record(did: str, collection: str, rkey: str) -> dict | None:
+        repo = svc.repo
+        view = repo.get_record(collection, rkey) if repo is not None else None
+        return view.value if view is not None else None
+
+    return PermissionSetResolver(dns_txt=resolver.handles._dns_txt, dids=resolver.dids,
+                                 local_did=lambda: svc.account.did if svc.account is not None else None,
+                                 local_record=local_record)
