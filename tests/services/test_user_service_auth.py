@@ -12,7 +12,7 @@ from tinypds.core.jwt import create_service_auth, sign_jwt
 from tinypds.errors import ExpiredToken, InvalidToken
 from tinypds.services.auth import AuthService, is_service_jwt
 
-SERVICE = "did:web:pds.example.com"
+SERVICE = "did:web:localhost%3A2600"
 LXM = "com.atproto.repo.uploadBlob"
 NOW = 1_800_000_000
 
@@ -59,6 +59,14 @@ def test_refused(auth, case):
     token = create_service_auth(iss, aud, lxm, key, NOW, exp)
     with pytest.raises(ExpiredToken if case == "expired" else InvalidToken):
         _check(auth, token)
+
+
+def test_the_apps_spelling_of_our_did_web_is_accepted(auth):
+    # the Bluesky app builds aud from the PDS URL's host, keeping the port's ':' unencoded
+    token = create_service_auth(DID, "did:web:localhost:2600", LXM, fixed_key(DID), NOW, 60)
+    assert _check(auth, token).did == DID
+    with pytest.raises(InvalidToken):
+        _check(auth, create_service_auth(DID, "did:web:localhost:2601", LXM, fixed_key(DID), NOW, 60))
 
 
 def test_session_tokens_are_not_service_jwts():

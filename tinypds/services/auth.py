@@ -434,7 +434,9 @@ class AuthService:
         if not isinstance(payload.get("lxm"), str):
             raise InvalidToken("Service auth token must name the method (lxm)")
         try:
-            verify_service_auth(token, signing_key, self.service_did, lxm, int(self.clock()))
+            # the Bluesky app names us `did:web:` + the PDS URL's host, which keeps a port's ':' as is
+            auds = {self.service_did, "did:web:" + self.service_did[len("did:web:"):].replace("%3A", ":")}
+            verify_service_auth(token, signing_key, auds, lxm, int(self.clock()))
         except JwtError as exc:
             if "expired" in str(exc):
                 raise ExpiredToken("Token has expired") from None
