@@ -50,8 +50,10 @@ async function uploadVideo (req, res, url) {
   const payload = await verifyJwt(token, null, 'com.atproto.repo.uploadBlob', getSigningKey)
   if (payload.iss !== did) throw Object.assign(new Error('token is not from the uploading account'), { status: 401 })
   const pds = getPds(doc)
-  const pdsDid = 'did:web:' + new URL(pds).host.replace(':', '%3A')
-  if (payload.aud !== pdsDid) throw Object.assign(new Error(`token audience ${payload.aud} is not ${pdsDid}`), { status: 401 })
+  const host = new URL(pds).host // the app names the PDS did:web:<host>; a port's ':' may be %3A-encoded
+  if (![`did:web:${host}`, `did:web:${host.replace(':', '%3A')}`].includes(payload.aud)) {
+    throw Object.assign(new Error(`token audience ${payload.aud} is not the PDS of ${did}`), { status: 401 })
+  }
   const path = join(workDir, `video-${Date.now()}-${Math.random().toString(36).slice(2)}.mp4`)
   await pipeline(req, createWriteStream(path)) // spooled, never held in memory
   const size = statSync(path).size
