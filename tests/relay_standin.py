@@ -42,6 +42,7 @@ class RelayStandIn:
         self.repos: dict[str, dict[str, Any]] = {}  # did -> {active, status, rev, cid}
         self.crawl_requests: list[tuple[float, str]] = []
         self.banned: set[str] = set()
+        self._consumers: set[asyncio.Task] = set()
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -87,9 +88,10 @@ class RelayStandIn:
 
     def close(self) -> None:
         async def shutdown() -> None:
-            for h in self.hosts.values():
-                if h.task is not None:
-                    h.task.cancel()
+            tasks = list(self._consumers)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._stop_serving()
         try:
             self._call(shutdown())
@@ -160,6 +162,8 @@ class RelayStandIn:
     def _subscribe(self, hostname: str, h: Host) -> None:
         if h.task is None or h.task.done():
             h.task = asyncio.ensure_future(self._consume(hostname, h))
+            self._consumers.add(h.task)
+            h.task.add_done_callback(self._consumers.discard)
 
     async def _consume(self, hostname: str, h: Host, attempts: int = 5) -> None:
         """Dial and read; like a relay, re-dial with backoff a few times, then call the host offline."""

@@ -266,3 +266,22 @@ def test_metrics_expose_requests_firehose_and_relay_health(env, relay):
     assert f'tinypds_relay_healthy{{relay="{relay.url}"}} 0.0' in text
     assert f'tinypds_relay_host_status{{relay="{relay.url}",status="unknown"}} 1.0' in text
     assert "tinypds_network_healthy 0.0" in text and "tinypds_handle_resolves 1.0" in text
+
+
+def test_a_subscribed_relay_that_missed_our_commits_gets_a_sync_event(env, relay):
+    post(env)
+    known(relay, rev=None)  # knows the account (say from #identity) but saw none of its commits
+
+    class Notified(Subs):
+        calls = 0
+
+        def notify(self):
+            self.calls += 1
+    clock, fh = Clock(), Notified()
+    w = watcher(env, relay, clock, firehose=fh)
+    assert asyncio.run(w.check_now()).relays[0].state == "ok"  # within the grace
+    clock.t += 121
+    report = asyncio.run(w.check_now())
+    last = env.db.read(lambda c: c.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0])
+    assert report.relays[0].state == "healing" and last == "#sync" and fh.calls == 1
+    assert relay.crawls_for(HOST) == 1

@@ -4,7 +4,8 @@ Runs as one background task in the server process, off every hot path: a round e
 `health_interval` seconds (backing off exponentially while a relay is unreachable), plus
 `note_write()`, which only compares two numbers and schedules a crawl request when writes
 happen while nobody listens to our firehose. Heals by requestCrawl (at most one per relay
-per interval) and by re-announcing #identity/#account; logs a warning when it cannot heal.
+per interval), re-announcing #identity/#account to a relay that lost us and a #sync (our
+current commit) for one that missed commits; logs a warning when it cannot heal.
 No HTTP-server types, no SQL (store.* through the Database). Facts: `report()` (typed).
 """
 
@@ -98,6 +99,7 @@ class HealthWatcher:
                                  f"relays {', '.join(self.skipped)} cannot reach it and are not checked")
         self._post_unseen_since: float | None = None
         self._last_reannounce: float | None = None
+        self._last_resync: float | None = None
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -205,7 +207,8 @@ class HealthWatcher:
             v.repo = "active"
         else:
             v.repo = None
-        behind = bool(own.rev and probe.rev and probe.rev < own.rev)  # TIDs sort as strings
+        # behind: an older rev (TIDs sort as strings), or it knows the repo but none of its commits
+        behind = bool(own.rev and probe.repo_known and (probe.rev is None or probe.rev < own.rev))
         if behind:
             r.lag_since = r.lag_since if r.lag_since is not None else now
         else:
@@ -227,7 +230,8 @@ class HealthWatcher:
             v.state, v.problem = "stuck", stuck
         elif reason is not None:
             v.state, v.problem = "healing", reason
-            await self._crawl(r, reason, reannounce=probe.host_status == "unknown" or probe.repo_known is False)
+            await self._crawl(r, reason, reannounce=probe.host_status == "unknown" or probe.repo_known is False,
+                              resync=behind and probe.host_status == "active")
         elif behind:
             v.state, v.problem = "ok", f"behind our rev for {int(now - (r.lag_since or now))} s (within the grace)"
         else:
@@ -254,7 +258,7 @@ class HealthWatcher:
             r.warned.add(key)
             log.warning(msg, *args)
 
-    async def _crawl(self, r: _Relay, reason: str, reannounce: bool = False) -> bool:
+    async def _crawl(self, r: _Relay, reason: str, reannounce: bool = False, resync: bool = False) -> bool:
         now = self.clock()
         if r.crawling or (r.last_crawl is not None and now - r.last_crawl < self.interval):
             return False  # one crawl request per relay per interval
@@ -275,7 +279,28 @@ class HealthWatcher:
                 await self.reannounce()
             except Exception:
                 log.exception("could not re-announce #identity/#account")
+        if ok and resync:
+            await self._resync()
         return ok
+
+    async def _resync(self) -> None:
+        """A #sync event (our current commit): a subscribed relay that missed commits catches up from it.
+        At most one per interval, whatever the number of relays."""
+        from .repo import iso_now
+        from .sequencer import sync_event
+
+        now = self.clock()
+        if self._last_resync is not None and now - self._last_resync < self.interval:
+            return
+        self._last_resync = now
+        try:
+            seq = await self.db.awrite(lambda conn: sync_event(conn, iso_now()))
+        except Exception:
+            log.exception("could not emit #sync")
+            return
+        if self.firehose is not None and hasattr(self.firehose, "notify"):
+            self.firehose.notify()
+        log.info("emitted #sync at seq %s so a lagging relay can catch up", seq)
 
     def note_write(self) -> None:
         """After a durable event: if nobody is subscribed to our firehose, ask relays to crawl (rate-limited).
