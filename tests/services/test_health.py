@@ -285,3 +285,16 @@ def test_a_subscribed_relay_that_missed_our_commits_gets_a_sync_event(env, relay
     last = env.db.read(lambda c: c.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert report.relays[0].state == "healing" and last == "#sync" and fh.calls == 1
     assert relay.crawls_for(HOST) == 1
+
+
+def test_the_dns_check_runs_in_a_child_process_and_says_no_record(monkeypatch):
+    import sys
+
+    from tinypds.services.health_checks import dns_txt_isolated
+
+    before = "dns" in sys.modules
+    found = asyncio.run(dns_txt_isolated("_atproto.no-such-name.invalid", 2))
+    assert found == [] and ("dns" in sys.modules) == before, "dnspython stays out of this process"
+    bad = asyncio.run(probe_handle("alice.no-such-name.invalid", DID,
+                                   well_known_url=lambda h: "http://127.0.0.1:9/.well-known/atproto-did"))
+    assert not bad.ok and "no TXT record at _atproto.alice.no-such-name.invalid" in bad.reason

@@ -3,7 +3,7 @@
 Each probe is one bounded look (short timeouts, capped bodies) that never raises: trouble is
 data (`error`, `reason`). Outgoing requests use the standard library's http.client in a worker
 thread, as crawl.py does, so an idle server never loads httpx; DNS goes through
-services.identity (the dnspython owner), imported on first use. Tricky bits: an XRPC error
+services.identity (the dnspython owner) in a short-lived child process. Tricky bits: an XRPC error
 answer (4xx with {"error"}) means the peer is reachable and said no; only a transport failure
 or a 5xx counts as "unreachable". A `.test` handle is a dev identity, not a failure.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -208,6 +209,27 @@ class HandleProbe:
 
 
 DnsTxt = Callable[[str], Awaitable[list[str]]]
+_TXT_CHILD = """import asyncio, json, sys
+from tinypds.services.identity import system_dns_txt
+print(json.dumps(asyncio.run(system_dns_txt(sys.argv[1], float(sys.argv[2])))))"""
+
+
+async def dns_txt_isolated(name: str, timeout: float = 5.0) -> list[str]:
+    """TXT strings of `name` via services.identity (the dnspython owner) in a short-lived child process,
+    so dnspython (~5 MB) never stays loaded in the long-running server for a check every few minutes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _TXT_CHILD, name, str(timeout), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout + 15)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise OSError(f"the DNS lookup process failed (exit {proc.returncode})")
+    found = json.loads(out or b"[]")
+    return [str(x) for x in found] if isinstance(found, list) else []
 
 
 async def probe_handle(handle: str, did: str, *, dns_txt: DnsTxt | None = None,
@@ -217,9 +239,9 @@ async def probe_handle(handle: str, did: str, *, dns_txt: DnsTxt | None = None,
         return HandleProbe(handle, ok=True, dev=True,
                            reason="dev identity: .test handles resolve only inside a lab, not on the network")
     if dns_txt is None:
-        from .identity import system_dns_txt as dns_txt  # dnspython only once a real handle is checked
+        dns_txt = dns_txt_isolated
     try:
-        records = await asyncio.wait_for(dns_txt(f"_atproto.{handle}"), timeout)
+        records = await asyncio.wait_for(dns_txt(f"_atproto.{handle}"), timeout + 15)
         dids = sorted({r.strip()[4:] for r in records if r.strip().startswith("did=")})
     except (asyncio.TimeoutError, OSError) as exc:
         dids, dns_err = [], f"DNS lookup failed ({type(exc).__name__})"
