@@ -180,6 +180,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_if_present(settings: Any, did: str) -> Any:
+    """The key store when it holds the account's signing key, else None (never an error)."""
+    from ..services.keys import KeyStore, KeyStoreError
+
+    try:
+        keys = KeyStore.open(settings)
+        return keys if keys.has_key(did, "signing") else None
+    except (KeyStoreError, OSError, ValueError):
+        return None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..services.account import get_account
     from ..services.repo_io import RepoIOError, verify_car_file, verify_stored
@@ -197,15 +208,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
             db = _open_db(settings, create=False)
             try:
                 account = get_account(db)
-                did_key, where = args.did_key, None
+                did_key, where, keys = args.did_key, None, None
                 if did_key is None and account is not None:
-                    # the public key the DID document names: no private key is ever needed
+                    # the public key the DID document names (local log / our did:web document);
+                    # else the key store's key if it is here; else the document resolved now
                     from ..services.local_identity import document_signing_key
 
-                    did_key, where = document_signing_key(settings, db, account.did)
-                    if did_key is None:
-                        print(f"warning: no signing key from the DID document: {where}", file=sys.stderr)
-                summary = verify_stored(db, did_key=did_key, keys=None, progress=phases, check_records=args.records)
+                    did_key, where = document_signing_key(settings, db, account.did, network=False)
+                    if did_key is None and account.status != "offline-copy":
+                        keys = _keys_if_present(settings, account.did)
+                    if did_key is None and keys is None:
+                        did_key, where = document_signing_key(settings, db, account.did)
+                        if did_key is None:
+                            print(f"warning: no signing key from the DID document: {where}", file=sys.stderr)
+                summary = verify_stored(db, did_key=did_key, keys=keys, progress=phases, check_records=args.records)
                 if where is not None and did_key is not None:
                     print(f"signature checked with {did_key} from {where}")
             finally:

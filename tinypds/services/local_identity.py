@@ -368,10 +368,12 @@ def open_database(settings: Any) -> Database:
     return Database.open(settings.db_path)
 
 
-def document_signing_key(settings: Any, db: Any, did: str, *, timeout: float = 5.0) -> tuple[str | None, str]:
+def document_signing_key(settings: Any, db: Any, did: str, *, timeout: float = 5.0,
+                         network: bool = True) -> tuple[str | None, str]:
     """(did:key, where from) of the `#atproto` key the account's DID document names, for
     `tinypds verify` without private keys: the verified local PLC log for our did:plc, our
-    identity record for a did:web this server hosts, else the document resolved (bounded)."""
+    identity record for a did:web this server hosts, else (with `network`) the document
+    resolved now, within `timeout`."""
     import asyncio
 
     from .identity import doc_signing_key
@@ -384,6 +386,8 @@ def document_signing_key(settings: Any, db: Any, did: str, *, timeout: float = 5
             return None, str(exc)
     if ident is not None and did == settings.service_did:
         return ident.signing_key, "the did:web document this server hosts"
+    if not network:
+        return None, "no local DID document"
 
     async def resolve() -> dict:
         resolver = DidResolver(settings.plc_url, timeout=timeout)
