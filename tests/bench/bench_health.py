@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.bench_http_repo import Conn, create_loop, login, pct  # noqa: E402
+from tests.bench.bench_http_repo import Conn, create_loop, login, pct, rss_kib  # noqa: E402
 from tests.integration.conftest import start_server  # noqa: E402
 from tests.relay_standin import RelayStandIn  # noqa: E402
 
@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def one_run(watcher: bool, n: int, interval: float, relay: RelayStandIn) -> tuple[float, float, int]:
+async def one_run(watcher: bool, n: int, interval: float, relay: RelayStandIn) -> tuple[float, float, int, float]:
     port = free_port()
     env = {"TINYPDS_HOSTNAME": f"localhost:{port}", "TINYPDS_RELAYS": relay.url,
            "TINYPDS_HEALTH_INTERVAL": str(int(interval)) if watcher else "0", "TINYPDS_HEALTH_LAG_SECONDS": "60"}
@@ -58,7 +58,7 @@ async def one_run(watcher: bool, n: int, interval: float, relay: RelayStandIn) -
                                   "--offline", "--json"], capture_output=True, text=True, env=_env(env), timeout=60)
             doc = json.loads(out.stdout)["network"] or {}
             rounds = 1 if doc.get("checked_at") else 0
-        return pct(lat, 0.5) * 1000, pct(lat, 0.95) * 1000, rounds
+        return pct(lat, 0.5) * 1000, pct(lat, 0.95) * 1000, rounds, rss_kib(server.proc.pid)["VmRSS"] / 1024
     finally:
         server.stop()
 
@@ -75,11 +75,11 @@ async def main(n: int, rounds: int, interval: float) -> None:
         for r in range(rounds):
             for watcher in (False, True):
                 t0 = time.perf_counter()
-                p50, p95, checked = await one_run(watcher, n, interval, relay)
+                p50, p95, checked, rss = await one_run(watcher, n, interval, relay)
                 results[watcher].append((p50, p95))
                 label = f"watcher on ({interval:g} s)" if watcher else "watcher off"
                 print(f"round {r + 1} {label:<22} createRecord x{n}: p50 {p50:6.2f} ms  p95 {p95:6.2f} ms"
-                      f"{'  (report stored)' if checked else ''}  [{time.perf_counter() - t0:.0f} s]")
+                      f"  RSS {rss:.1f} MB{'  (report stored)' if checked else ''}  [{time.perf_counter() - t0:.0f} s]")
     finally:
         relay.close()
     off50 = statistics.median(x[0] for x in results[False])

@@ -154,7 +154,27 @@ def status_report(settings: Any, *, network: bool = True, timeout: float = 3.0) 
     report = HealthReport.from_json(health_doc) if health_doc else None
     if account is not None and account.status != "offline-copy":
         lines += [Line(label, value, ok) for label, value, ok in report_lines(report)]
+        stale = _stale(report, settings, lines[0].value == "running")
+        if stale:
+            lines.append(Line("network", stale, ok=False))
     return lines, report
+
+
+def _stale(report: Any, settings: Any, running: bool) -> str | None:
+    """A running server whose watcher has not stored a round for three intervals (at least 15 min)."""
+    interval = int(getattr(settings, "health_interval", 0) or 0)
+    if not running or interval <= 0 or report is None or not report.checked_at:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.strptime(report.checked_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    age = (datetime.now(timezone.utc) - when).total_seconds()
+    if age <= max(3 * interval, 900):
+        return None
+    return f"the last health check is {int(age // 60)} min old although the server runs: is its watcher stuck?"
 
 
 def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
