@@ -1,5 +1,5 @@
-"""Serve an ASGI app from THIS process on a real socket (127.0.0.1, port 0) with tinypds's
-own HTTP server (tinypds.http_server), in a background thread.
+"""Serve an ASGI app from THIS process on a real socket (127.0.0.1, port 0) with uvicorn
+(tinypds.http_serve, the production settings), in a background thread.
 
 For tests that need in-process hooks (monkeypatched services, a spied key store, a toy
 route table) but still real HTTP: `with serve(app) as http:` yields an httpx.Client bound
@@ -15,13 +15,15 @@ from typing import Any, Iterator
 
 import httpx
 
-from tinypds.http_server import Server
+from tinypds.config import Settings
+from tinypds.http_serve import Server, make_server
 
 
 @contextlib.contextmanager
-def running(app: Any, timeout: float = 30.0, **options: Any) -> Iterator[tuple[Server, str]]:
+def running(app: Any, timeout: float = 30.0, settings: Settings | None = None,
+            **options: Any) -> Iterator[tuple[Server, str]]:
     """(server, base URL) while the server runs in a thread."""
-    server = Server(app, "127.0.0.1", 0, **options)
+    server = make_server(app, settings or Settings(), "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.run, name="inprocess-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

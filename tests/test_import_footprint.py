@@ -15,12 +15,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Top-level packages an idle server must not have imported.
-NOT_IMPORTED_WHEN_IDLE = ("httpx", "httpcore", "cryptography", "dns", "rich", "pygments", "litestar", "anyio", "yaml",
-                          "uvicorn", "click", "websockets", "uvloop", "wsproto", "h11")
+NOT_IMPORTED_WHEN_IDLE = ("httpx", "httpcore", "cryptography", "dns", "rich", "pygments", "websockets",
+                          "prometheus_client", "jinja2", "pyotp", "webauthn", "qrcode")
 
 _OPEN_AND_LIST = """
 import asyncio, json, sys
-import tinypds.app, tinypds.http_server, tinypds.cli.server
+import tinypds.app, tinypds.http_serve, tinypds.cli.server
 from tinypds.config import load_settings
 
 async def main(data_dir):

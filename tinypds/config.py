@@ -9,6 +9,7 @@ keyring); `describe()` masks anything secret-looking anyway.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -45,6 +46,15 @@ class Settings:
     event_retention_hours: int = 72
     crawl_interval_seconds: int = 1200
     firehose_max_lag: int = 1000  # frames a live subscriber may fall behind before ConsumerTooSlow
+    firehose_max_subscribers: int = 128  # firehose websockets at once (capped apart from other requests)
+    # HTTP server (uvicorn): proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs),
+    # requests handled at once (firehose subscribers included), idle keep-alive seconds
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    max_concurrency: int = 1024
+    keep_alive_seconds: int = 75
+    # a client that sends no request-body bytes, or takes no response/firehose bytes, for this
+    # long is dropped (it would otherwise hold a worker, a read snapshot or memory)
+    client_stall_seconds: int = 30
     # network health watcher (services/health.py): seconds between checks (0 = off) and how long
     # a relay may lag our rev before a crawl is requested
     health_interval: int = 300
@@ -236,6 +246,15 @@ def check_settings(s: Settings) -> list[str]:
         out.append("error: TINYPDS_METRICS must be off, loopback or on")
     if s.health_interval < 0 or s.health_lag_seconds < 0:
         out.append("error: TINYPDS_HEALTH_INTERVAL and TINYPDS_HEALTH_LAG_SECONDS must not be negative")
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            out.append(f"error: TINYPDS_TRUSTED_PROXIES: {proxy!r} is not an IP address or CIDR")
+    if s.client_stall_seconds < 1:
+        out.append("error: TINYPDS_CLIENT_STALL_SECONDS must be at least 1")
+    if s.firehose_max_subscribers < 1 or s.max_concurrency <= s.firehose_max_subscribers:
+        out.append("error: TINYPDS_MAX_CONCURRENCY must be larger than TINYPDS_FIREHOSE_MAX_SUBSCRIBERS (>= 1)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         out.append("error: TINYPDS_LOG_LEVEL must be debug, info, warning or error")
     if not s.dev and (s.hostname.startswith("localhost") or s.hostname.startswith("127.")):

@@ -18,7 +18,7 @@ import httpx
 from tinypds.app import create_app
 from tinypds.cli.server import _ensure_dev_account
 from tinypds.config import load_settings
-from tinypds.http_server import Server
+from tinypds.http_serve import make_server
 from tinypds.services.oauth.clients import ClientRegistry
 from tinypds.services.oauth.server import OAuthService
 
@@ -38,11 +38,11 @@ def main() -> None:
         await _ensure_dev_account(svc)
         # the app builds its OAuthService on the first OAuth request; this one is there first
         clients = ClientRegistry(http=httpx.AsyncClient(transport=httpx.MockTransport(serve)))
-        svc.extra["oauth"] = OAuthService(svc.db, issuer=settings.public_url, clients=clients)
+        svc.oauth = OAuthService(svc.db, issuer=settings.public_url, clients=clients)
 
     data.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, on_open=on_open)
-    Server(app, "127.0.0.1", port).run()  # the dev account's handle/did/password are printed on first start
+    make_server(app, settings, "127.0.0.1", port).run()  # the dev account's handle/did/password are printed on first start
 
 
 if __name__ == "__main__":

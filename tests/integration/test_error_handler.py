@@ -8,7 +8,7 @@ import logging
 from tests.inprocess import serve
 from tinypds.app import xrpc_exception_handler
 from tinypds.errors import BlobTooLarge, ExpiredToken, RecordNotFound
-from tinypds.web import App, get, post
+from litestar import Litestar, Request, get, post
 
 
 @get("/boom")
@@ -31,8 +31,8 @@ async def too_large() -> None:
     raise BlobTooLarge()
 
 
-@post("/small", max_body=10)
-async def small(request) -> dict:
+@post("/small", status_code=200, request_max_body_size=10)
+async def small(request: Request) -> dict:
     return {"n": len(b"".join([c async for c in request.stream()]))}
 
 
@@ -42,7 +42,8 @@ async def teapot() -> None:
 
 
 def make_client():
-    return serve(App([boom, record, expired, too_large, small, teapot], exception_handler=xrpc_exception_handler))
+    return serve(Litestar([boom, record, expired, too_large, small, teapot],
+                          exception_handlers={Exception: xrpc_exception_handler}, logging_config=None))
 
 
 def test_500_has_no_detail_and_is_logged(caplog):

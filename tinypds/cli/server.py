@@ -1,10 +1,11 @@
-"""`tinypds serve [--host H] [--port P]`: run the PDS on tinypds.http_server (h11 + wsproto, asyncio).
+"""`tinypds serve [--host H] [--port P]`: run the PDS (Litestar) on uvicorn (httptools, wsproto).
 
-Owns the listening socket and process lifetime: binds (port 0 = any free port), prints
+Owns the process lifetime and uvicorn's settings: binds (port 0 = any free port), prints
 one machine-readable line "tinypds listening on http://HOST:PORT" once the lifespan has
-opened the database, and shuts down gracefully on SIGTERM/SIGINT (the lifespan closes the
-database, which checkpoints). On a first start with no account on a loopback hostname it
-creates a local dev account and prints its handle and password once.
+opened the database, and shuts down on SIGTERM/SIGINT within SHUTDOWN_SECONDS: firehose
+subscribers get 1001 first, stalled clients are cut off, then the lifespan closes the
+database (which checkpoints); a second signal stops waiting. On a first start with no
+account on a loopback hostname it creates a local dev account and prints it once.
 """
 
 from __future__ import annotations
@@ -75,16 +76,19 @@ def _skip_httpx_cli() -> None:
 
 def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int:
     from ..app import create_app
-    from ..http_server import Server
-    from ..logging_setup import RequestLog, configure_logging
+    from ..http_serve import make_server
+    from ..logging_setup import configure_logging
 
     on_open = None
     if not args.no_dev_account and local:
         on_open = _ensure_dev_account
     app = create_app(settings, on_open=on_open)
     configure_logging(settings.log_level)
-    server = Server(RequestLog(app), settings.host, port, graceful_seconds=10, on_listening=_announce)
-    server.run()  # SIGTERM (how systemd stops a service) drains and shuts down gracefully: exit 0
+    server = make_server(app, settings, settings.host, port, on_listening=_announce)
+    try:
+        server.run()  # SIGTERM (how systemd stops a service) drains and shuts down: exit 0
+    except SystemExit as exc:  # uvicorn exits when it cannot bind or the lifespan fails
+        return int(exc.code or 1)
     return 0 if server.started else 1
 
 
@@ -125,7 +129,7 @@ async def _ensure_dev_account(svc: Any) -> None:
         return
     password = secrets.token_urlsafe(12)
     password_hash = await svc.auth.hash_password(password)
-    new = await svc.extra["identity"].create(DEV_HANDLE, password_hash=password_hash, method="plc", plc_url=None)
+    new = await svc.identity.create(DEV_HANDLE, password_hash=password_hash, method="plc", plc_url=None)
     print(
         "tinypds: created a LOCAL DEV ACCOUNT (printed only this once)\n"
         f"  handle:   {new.handle}\n  did:      {new.did}\n  password: {password}",

@@ -30,6 +30,8 @@ log = logging.getLogger("tinypds.firehose")
 Send = Callable[[bytes], Awaitable[None]]
 
 PAGE = 500  # events per SQLite backfill page
+PAGE_BYTES = 1 << 20  # ... and at most about this many bytes of frames (a replaying subscriber holds one page)
+SEND_STALL_SECONDS = 30.0  # a subscriber that takes no frame for this long is ConsumerTooSlow (replay or live)
 RING = 2048  # recent frames kept in memory (shared by every subscriber)
 MAX_LAG = 1000  # frames a live subscriber may fall behind before ConsumerTooSlow
 POLL_SECONDS = 1.0  # safety poll for events written without notify()
@@ -42,10 +44,11 @@ def iso_time(epoch: float) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def _frames_after(conn: Any, cursor: int, limit: int) -> tuple[int | None, list[tuple[int, bytes]]]:
+def _frames_after(conn: Any, cursor: int, limit: int, max_bytes: int | None = None
+                  ) -> tuple[int | None, list[tuple[int, bytes]]]:
     """(oldest kept seq, framed events after cursor) from one read snapshot."""
     first = events_db.first_seq(conn)
-    rows = events_db.events_after(conn, cursor, limit)
+    rows = events_db.events_after(conn, cursor, limit, max_bytes)
     return first, [(r.seq, events_core.frame(r.seq, r.type, r.body)) for r in rows]
 
 
@@ -74,7 +77,7 @@ class Firehose:
     def __init__(self, db: Any, *, retention_hours: float = 72, max_lag: int = MAX_LAG, ring_size: int = RING,
                  page_size: int = PAGE, poll_seconds: float = POLL_SECONDS, prune_seconds: float = PRUNE_SECONDS,
                  clock: Callable[[], float] = time.time, on_head: Callable[[int], None] | None = None,
-                 head_record_seconds: float = 5.0):
+                 head_record_seconds: float = 5.0, send_stall_seconds: float = SEND_STALL_SECONDS):
         if max_lag >= ring_size:
             raise ValueError("max_lag must be smaller than ring_size (a live subscriber must stay inside the ring)")
         self.db = db
@@ -87,6 +90,7 @@ class Firehose:
         self.clock = clock
         self.on_head = on_head  # blocking hook (SeqKeeper.observe), run on a thread now and then
         self.head_record_seconds = head_record_seconds
+        self.send_stall_seconds = send_stall_seconds
         self.head = 0  # highest seq known durable
         self._ring: list[tuple[int, bytes]] = []
         self._ring_base = 0  # the ring holds every event with _ring_base < seq <= head
@@ -119,6 +123,17 @@ class Firehose:
                 await asyncio.to_thread(self.on_head, last)
             except Exception:
                 log.exception("could not record the final seq")
+
+    async def going_away(self) -> None:
+        """Server shutdown is starting: every subscriber is stopped with reason "GoingAway"
+        (its websocket is closed with 1001, which consumers answer by reconnecting later)."""
+        subs = list(self._subs)
+        for sub in subs:
+            sub.kill("GoingAway")
+        for _ in range(50):  # up to ~1 s for the handlers to send their close frames
+            if not self._subs:
+                break
+            await asyncio.sleep(0.02)
 
     @property
     def subscriber_count(self) -> int:
@@ -265,7 +280,7 @@ class Firehose:
             return None
         finally:
             self._subs.discard(sub)
-        if sub.reason is not None and sub.reason != "Shutdown":
+        if sub.reason is not None and sub.reason not in ("Shutdown", "GoingAway"):
             try:
                 await asyncio.wait_for(send(events_core.error_frame(sub.reason, _MESSAGES.get(sub.reason))), ERROR_SEND_SECONDS)
             except (asyncio.TimeoutError, Exception):
@@ -284,13 +299,17 @@ class Firehose:
             if frames is None:
                 frames = await self._backfill_page(sub, send)
             for seq, data in frames:
-                await send(data)
+                try:
+                    await asyncio.wait_for(send(data), self.send_stall_seconds)
+                except asyncio.TimeoutError:  # stalled, replaying or live: memory stays one page
+                    sub.kill("ConsumerTooSlow")
+                    return
                 sub.last = seq
                 sub.sent += 1
 
     async def _backfill_page(self, sub: Subscriber, send: Send) -> list[tuple[int, bytes]]:
         head = self.head
-        first, frames = await self.db.aread(lambda c: _frames_after(c, sub.last, self.page_size))
+        first, frames = await self.db.aread(lambda c: _frames_after(c, sub.last, self.page_size, PAGE_BYTES))
         if first is not None and sub.last < first - 1 and sub.sent:  # pruned under a slow backfill
             await send(events_core.info_frame("OutdatedCursor", "Events were pruned while replaying; skipping ahead"))
         if not frames:  # nothing stored up to the head we saw: the seq jumped (restore) or was pruned

@@ -2,8 +2,8 @@
 
 No HTTP types. `open_relay_services(settings, db)` runs at startup inside the app lifespan
 (an event loop is running): it guards seq against a restored backup (emitting #sync), starts
-the firehose outbox and asks the relays to crawl us. `after_event(services)` is what the
-write paths call once something durable happened. Tricky bit: the guard runs BEFORE the
+the firehose outbox and asks the relays to crawl us; it returns them as a typed
+`RelayServices`. Tricky bit: the guard runs BEFORE the
 firehose reads its head, so the head already includes the jump.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from .crawl import Crawler
 from .firehose import Firehose
@@ -23,13 +23,22 @@ from .sync import SyncService
 log = logging.getLogger("tinypds.relay")
 
 
-async def open_relay_services(settings: Any, db: Any) -> dict[str, Any]:
-    """{seq, firehose, crawler, ratelimit, sync}: started and ready."""
+class RelayServices(NamedTuple):
+    seq: SeqKeeper
+    firehose: Firehose
+    crawler: Crawler
+    ratelimit: WriteRateLimiter
+    sync: SyncService
+
+
+async def open_relay_services(settings: Any, db: Any) -> RelayServices:
+    """The seq guard, firehose, crawler, write budget and sync reads: started and ready."""
     keeper = SeqKeeper(db, settings.data_dir)
     guard = await asyncio.to_thread(keeper.guard)
     max_lag = max(1, int(settings.firehose_max_lag))
     firehose = Firehose(db, retention_hours=settings.event_retention_hours, on_head=keeper.observe,
-                        max_lag=max_lag, ring_size=max(2048, 2 * max_lag))
+                        max_lag=max_lag, ring_size=max(2048, 2 * max_lag),
+                        send_stall_seconds=settings.client_stall_seconds)
     await firehose.start()
 
     async def reannounce() -> None:
@@ -40,20 +49,5 @@ async def open_relay_services(settings: Any, db: Any) -> dict[str, Any]:
     crawler.start()
     if guard.restored:
         log.warning("restored database detected: #sync emitted at seq %d and a crawl requested", guard.last_seq)
-    return {
-        "seq": keeper,
-        "firehose": firehose,
-        "crawler": crawler,
-        "ratelimit": WriteRateLimiter.from_settings(settings),
-        "sync": SyncService(db),
-    }
+    return RelayServices(keeper, firehose, crawler, WriteRateLimiter.from_settings(settings), SyncService(db))
 
-
-def after_event(extra: dict[str, Any]) -> None:
-    """Something durable was written (a commit, an identity or account change)."""
-    firehose = extra.get("firehose")
-    if firehose is not None:
-        firehose.notify()
-    crawler = extra.get("crawler")
-    if crawler is not None:
-        crawler.notify_write()

@@ -1,7 +1,9 @@
 """Stream a blocking chunk generator to async code: `aiter_thread(produce)`.
 
 Stdlib only (asyncio, threading); must not import store, xrpc or app. Used by CAR export and sync reads.
-Tricky bits: the generator runs on a worker thread behind a bounded queue (memory stays flat);
+Tricky bits: the generator runs on a worker thread of its own bounded pool (STREAM_WORKERS:
+a stalled download never takes a thread that password hashing or writes need), behind a
+bounded queue (memory stays flat);
 when the consumer stops early the worker notices within `poll` seconds, stops pulling from the
 generator (so it can close its read snapshot) and the consumer waits briefly for it to finish.
 """
@@ -9,8 +11,19 @@ generator (so it can close its read snapshot) and the consumer waits briefly for
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any, AsyncIterator, Callable, Iterator
+
+STREAM_WORKERS = 4  # exports at once; more wait their turn (a stalled client is dropped after a deadline)
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(STREAM_WORKERS, thread_name_prefix="tinypds-stream")
+    return _pool
 
 
 async def aiter_thread(
@@ -43,7 +56,7 @@ async def aiter_thread(
         except BaseException as exc:  # handed to the consumer
             put(exc)
 
-    worker = loop.run_in_executor(None, run)
+    worker = loop.run_in_executor(_executor(), run)
     try:
         while True:
             item = await queue.get()

@@ -45,11 +45,19 @@ def first_seq(conn: Conn) -> int | None:
     return row[0]
 
 
-def events_after(conn: Conn, cursor: int, limit: int = 500) -> list[EventRow]:
-    rows = conn.execute(
+def events_after(conn: Conn, cursor: int, limit: int = 500, max_bytes: int | None = None) -> list[EventRow]:
+    """Up to `limit` events after `cursor`, stopping once their bodies pass `max_bytes`
+    (at least one event is returned when there is one)."""
+    out: list[EventRow] = []
+    total = 0
+    for r in conn.execute(
         "SELECT seq, type, did, time, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, limit)
-    ).fetchall()
-    return [EventRow(*r) for r in rows]
+    ):
+        out.append(EventRow(*r))
+        total += len(r[4])
+        if max_bytes is not None and total >= max_bytes:
+            break
+    return out
 
 
 def prune_events(conn: Conn, before_time: str) -> int:

@@ -1,7 +1,7 @@
 """XRPC handlers: one module per lexicon namespace, one function per NSID.
 
 Handlers parse input at the edge (core.syntax), call one service, and return the
-lexicon's output shape; they never build error JSON (they raise tinypds.errors) and
+lexicon's output shape (Litestar route handlers); they never build error JSON (they raise tinypds.errors) and
 never import tinypds.store. ROUTES is the whole route table, in one place.
 """
 
@@ -18,6 +18,5 @@ ROUTES: list = [
     *repo.ROUTES,
     *sync.ROUTES,
     *app_bsky.ROUTES,
+    proxy.proxy_call,  # any other /xrpc/<nsid>: proxied (AppView, chat, atproto-proxy target)
 ]
-# unknown /xrpc/<nsid>: proxied (AppView, chat, atproto-proxy target)
-FALLBACK = proxy.proxy_call

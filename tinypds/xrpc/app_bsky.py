@@ -11,20 +11,20 @@ from __future__ import annotations
 from ..errors import MethodNotImplemented
 from ..services.preferences import PreferencesService
 from ..services.oauth.scopes import RpcCall
-from ..web import Request, Response, get, post
+from litestar import Request, Response, get
 from .proxy import forward_request, rpc_audience
-from .routing import access_auth, json_body, services
+from .routing import access_auth, json_body, post, services
 
 NS = "/xrpc/app.bsky.actor."
 
 
 def _preferences(request: Request) -> PreferencesService:
     svc = services(request)
-    prefs = svc.extra.get("preferences")
+    prefs = svc.preferences
     if prefs is None:
         if svc.db is None:
             raise MethodNotImplemented("Preferences need the database, which is not open")
-        prefs = svc.extra["preferences"] = PreferencesService(svc.db)
+        prefs = svc.preferences = PreferencesService(svc.db)
     return prefs
 
 

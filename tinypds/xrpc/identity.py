@@ -1,7 +1,7 @@
 """com.atproto.identity.*: resolve handles/DIDs/identities, updateHandle, PLC operations.
 
 One function per NSID; each parses its input at the edge and calls the LocalIdentity
-service (services.local_identity), kept in `services.extra["identity"]`. Never imports
+service (services.local_identity), kept in `services.identity`. Never imports
 tinypds.store. Tricky bit: after a handle or DID change the app's cached account row
 (`services.account`) is refreshed, so later requests see the new handle.
 """
@@ -13,8 +13,8 @@ from typing import Any
 from ..core.syntax import InvalidSyntax, parse_at_identifier, parse_did, parse_handle
 from ..errors import InvalidRequest, NotEnoughResources
 from ..services.oauth.scopes import IdentityChange
-from ..web import Request, get, post
-from .routing import access_auth, body_str, json_body, query_str, services
+from litestar import Request, get
+from .routing import access_auth, body_str, json_body, post, query_str, services
 
 NS = "/xrpc/com.atproto.identity."
 
@@ -22,7 +22,7 @@ NS = "/xrpc/com.atproto.identity."
 def identity_service(request: Request) -> Any:
     """The LocalIdentity service (built by the app at startup)."""
     svc = services(request)
-    ident = svc.extra.get("identity")
+    ident = svc.identity
     if ident is None:
         raise NotEnoughResources("The identity service is not available")
     return ident

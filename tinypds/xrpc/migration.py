@@ -2,9 +2,9 @@
 deactivateAccount, requestAccountDelete, deleteAccount; repo.importRepo, listMissingBlobs.
 
 One function per NSID, delegating to services.migration.MigrationService (built on first
-use, kept in `services.extra["migration"]`). Never imports tinypds.store. Tricky bits:
+use, kept in `services.migration`). Never imports tinypds.store. Tricky bits:
 createAccount's credential is the old PDS's service-auth token, not a session; after any
-account change the app's cached account row is re-read (`extra["attach_account"]`).
+account change the app's cached account row is re-read (`services.attach_account()`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any
 
 from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
 from ..services.migration import MigrationService
-from ..services.relay import after_event
 from ..services.oauth.scopes import AccountAccess
-from ..web import Request, get, post
-from .routing import access_auth, body_str, json_body, query_int, query_str, services
+from litestar import Request, get
+from .routing import access_auth, body_chunks, body_str, json_body, post, query_int, query_str, services
 
 SERVER = "/xrpc/com.atproto.server."
 REPO = "/xrpc/com.atproto.repo."
@@ -24,21 +23,13 @@ REPO = "/xrpc/com.atproto.repo."
 
 def _migration(request: Request) -> MigrationService:
     svc = services(request)
-    found = svc.extra.get("migration")
+    found = svc.migration
     if found is None:
-        if svc.auth is None or svc.extra.get("identity") is None:
+        if svc.auth is None or svc.identity is None:
             raise NotEnoughResources("Account migration needs the identity and auth services")
-        attach = svc.extra.get("attach_account")
-
-        def account_changed() -> None:
-            if attach is not None:
-                attach()
-            else:
-                svc.account = svc.extra["identity"].account()
-
-        found = svc.extra["migration"] = MigrationService(
-            svc.settings, svc.db, svc.keys, svc.extra["identity"], svc.auth,
-            on_event=lambda: after_event(svc.extra), on_account_change=account_changed)
+        found = svc.migration = MigrationService(
+            svc.settings, svc.db, svc.keys, svc.identity, svc.auth,
+            on_event=svc.notify_event, on_account_change=svc.attach_account)
     return found
 
 
@@ -96,19 +87,19 @@ async def delete_account(request: Request) -> None:
     await _migration(request).delete_account(did, password, token)
 
 
-@post(REPO + "importRepo", status_code=200, max_body=None)
+@post(REPO + "importRepo", status_code=200, request_max_body_size=None)
 async def import_repo(request: Request) -> None:
     ctx = await access_auth(request, full=True, scope=AccountAccess("repo", "manage"))
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if ctype not in ("application/vnd.ipld.car", "application/octet-stream", ""):
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {ctype}; expected application/vnd.ipld.car")
-    await _migration(request).import_repo(ctx.did, request.stream())
+    await _migration(request).import_repo(ctx.did, body_chunks(request))
 
 
 @get(REPO + "listMissingBlobs")
 async def list_missing_blobs(request: Request) -> dict:
     await access_auth(request)
-    blobs = services(request).extra.get("blobs")
+    blobs = services(request).blobs
     if blobs is None or services(request).account is None:
         raise InvalidRequest("This server has no account yet")
     limit = query_int(request, "limit", 500, 1, 1000)

@@ -19,8 +19,9 @@ import msgspec
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidToken, RateLimitExceeded
 from ..services.oauth.errors import OAuthError
-from ..web import Cookie, Request, Response, get, post
-from .routing import client_ip, read_body_capped, services
+from litestar import Request, Response, get
+from litestar.datastructures import Cookie
+from .routing import client_ip, post, read_body_capped, services
 
 CSRF_COOKIE = "tinypds-csrf"
 DEVICE_COOKIE = "tinypds-device"
@@ -30,11 +31,11 @@ MAX_FORM_BYTES = 64 * 1024
 def _oauth_or_none(request: Request) -> Any:
     """The OAuthService, built on the first OAuth request (an idle server never loads it)."""
     svc = services(request)
-    oauth = svc.extra.get("oauth")
+    oauth = svc.oauth
     if oauth is None and svc.db is not None:
         from ..services.oauth.server import OAuthService
 
-        oauth = svc.extra["oauth"] = OAuthService(svc.db, issuer=svc.settings.public_url)
+        oauth = svc.oauth = OAuthService(svc.db, issuer=svc.settings.public_url)
     return oauth
 
 
@@ -56,7 +57,7 @@ def _origin(request: Request) -> str:
 
 
 def _json(request: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    svc = services(request).extra.get("oauth")
+    svc = services(request).oauth
     hdrs = {"Cache-Control": "no-store", **(headers or {})}
     if svc is not None:
         hdrs["DPoP-Nonce"] = svc.dpop.nonces.current()
@@ -69,7 +70,7 @@ async def _form(request: Request) -> dict[str, str]:
     if ctype == "application/json":
         try:
             body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise OAuthError("invalid_request", "request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise OAuthError("invalid_request", "request body must be an object")

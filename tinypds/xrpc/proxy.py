@@ -2,7 +2,7 @@
 
 Checks the name, refuses protected methods and methods with no target before auth, signs
 the caller in (access token or app password), resolves an `atproto-proxy` target, then streams the upstream response back
-unchanged (status, content headers, raw possibly-compressed body). Imports tinypds.web,
+unchanged (status, content headers, raw possibly-compressed body). Imports Litestar,
 errors, services and the routing helpers only; never store. `proxy_service(request)` and
 `forward_request(...)` are shared with the handlers that proxy conditionally (preferences).
 """
@@ -11,24 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Request, Response, route
+
 from ..core.syntax import is_valid_nsid
 from ..errors import InvalidRequest, MethodNotImplemented
 from ..services.proxy import ProxyService, Target, UpstreamBroken, check_proxy_allowed
 from ..services.oauth.scopes import RpcCall
-from ..web import Request, Response, Stream, route
-from .routing import access_auth, services
+from .streams import Stream
+from .routing import access_auth, body_chunks, services
 
 
 def proxy_service(request: Request) -> ProxyService:
     """The app's ProxyService (built on first use from the settings, key store and identity)."""
     svc = services(request)
-    proxy = svc.extra.get("proxy")
+    proxy = svc.proxy
     if proxy is None:
         if svc.keys is None:
             raise MethodNotImplemented("Proxying needs the account's signing key, which is not available")
-        identity = svc.extra.get("identity") or getattr(svc, "identity", None)
-        resolver = getattr(identity, "resolve_did", None)
-        proxy = svc.extra["proxy"] = ProxyService(svc.settings, svc.keys, resolver)
+        resolver = getattr(svc.identity, "resolve_did", None)
+        proxy = svc.proxy = ProxyService(svc.settings, svc.keys, resolver)
     return proxy
 
 
@@ -45,7 +46,7 @@ async def forward_request(request: Request, nsid: str, ctx: Any, target: Target 
     """Forward this request to its target and stream the answer back."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     query = request.scope.get("query_string", b"").decode("latin-1")
-    body = request.stream() if request.method == "POST" else None
+    body = body_chunks(request) if request.method == "POST" else None
     fwd = await proxy_service(request).forward(ctx, nsid, request.method, query, headers, body, target)
     media_type = fwd.headers.pop("content-type", None) or "application/octet-stream"
     if request.method == "HEAD":
@@ -56,7 +57,8 @@ async def forward_request(request: Request, nsid: str, ctx: Any, target: Target 
 
 
 @route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
-async def proxy_call(request: Request, nsid: str) -> Response:
+async def proxy_call(request: Request) -> Response:
+    nsid = request.path_params["nsid"]
     if not is_valid_nsid(nsid):
         raise InvalidRequest(f"Invalid XRPC method name: {nsid[:100]}")
     if request.method not in ("GET", "HEAD", "POST"):

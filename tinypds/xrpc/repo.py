@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Request, get
+
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
-from ..web import Request, get, post
-from .routing import access_auth, body_bool, body_str, json_body, query_int, query_str, services
+from .routing import access_auth, body_bool, body_chunks, body_str, json_body, post, query_int, query_str, services
 
 NS = "/xrpc/com.atproto.repo."
 
@@ -58,8 +59,8 @@ def _records(request: Request, ident: Any, ctx: Any = None) -> Any:
         raise RepoNotFound(f"Could not find repo: {ident}")
     if ctx is not None and account.status != "active":
         raise RepoDeactivated(f"Account is {account.status}; it cannot be written to")
-    if ctx is not None and svc.extra.get("ratelimit") is not None:
-        svc.extra["ratelimit"].acquire()  # relay-safe commit budget: RateLimitExceeded (429) with ratelimit-* headers
+    if ctx is not None and svc.ratelimit is not None:
+        svc.ratelimit.acquire()  # relay-safe commit budget: RateLimitExceeded (429) with ratelimit-* headers
     return svc.records
 
 
@@ -224,7 +225,7 @@ async def list_records(request: Request) -> dict:
 async def describe_repo(request: Request) -> dict:
     records = _records(request, query_str(request, "repo", required=True))
     account = services(request).account
-    identity = services(request).extra.get("identity")
+    identity = services(request).identity
     did_doc, correct = None, False
     if identity is not None and account.status != "offline-copy":  # an offline copy has no identity or keys here
         try:
@@ -254,13 +255,13 @@ def _minimal_did_doc(request: Request, account: Any) -> dict:
     return doc
 
 
-@post(NS + "uploadBlob", status_code=200, max_body=None)
+@post(NS + "uploadBlob", status_code=200, request_max_body_size=None)
 async def upload_blob(request: Request) -> dict:
     _writable(request)
     ctx = await access_auth(request)
     ctx.require(BlobUpload((request.headers.get("content-type") or "application/octet-stream").split(";", 1)[0].strip().lower()))
     svc = _account(request)
-    blobs = svc.extra.get("blobs")
+    blobs = svc.blobs
     if blobs is None:
         raise InvalidRequest("Blob storage is not available")
     declared = request.headers.get("content-type")
@@ -271,7 +272,7 @@ async def upload_blob(request: Request) -> dict:
             expected = int(length)
         except ValueError:
             raise InvalidRequest("Invalid Content-Length header") from None
-    meta = await blobs.upload(request.stream(), declared.split(";", 1)[0].strip() if declared else None, expected)
+    meta = await blobs.upload(body_chunks(request), declared.split(";", 1)[0].strip() if declared else None, expected)
     return {"blob": meta.ref()}
 
 

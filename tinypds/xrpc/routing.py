@@ -1,27 +1,62 @@
 """XRPC plumbing shared by the handler modules: body/param parsing and auth lookup.
 
-Owns turning raw HTTP input into checked Python values (JSON bodies with a size cap
-and content-type check, query params) and fetching the request's AuthContext from the
-auth service. Imports tinypds.web and services only (never store). Tricky bits: the body is
-read with a byte cap before decoding, so an oversized JSON body never reaches memory
-whole; every failure is an XrpcError subclass, so the one app-level handler renders it.
+Owns turning raw HTTP input into checked Python values (JSON bodies with a size cap, an
+idle deadline and a content-type check, query params) and fetching the request's
+AuthContext from the auth service. Imports Litestar and services only (never store).
+Tricky bits: the body is read with a byte cap before decoding, so an oversized JSON body
+never reaches memory whole, and a client that stops sending is dropped after
+client_stall_seconds (it cannot hold a worker); deeply nested JSON is refused before any
+recursive code sees it; every failure is an XrpcError, rendered by the one handler.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import ipaddress
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import msgspec
+from litestar import Request
+from litestar import post as _litestar_post
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, PayloadTooLarge
-from ..web import Request
+
+if TYPE_CHECKING:
+    from ..services.container import AppServices
 
 _json_decoder = msgspec.json.Decoder()
+MAX_JSON_DEPTH = 128  # lexicon data is shallow; recursion in validators and encoders stays bounded
 
 
-def services(request: Request) -> Any:
-    """The app's service container (set up by app.py's lifespan)."""
+class ClientDisconnected(Exception):
+    """The client left (or stalled past the deadline) while sending its request body."""
+
+
+def post(path: str, **options: Any) -> Any:
+    """Litestar's @post answering 200, as XRPC procedures do (Litestar's default is 201)."""
+    options.setdefault("status_code", 200)
+    return _litestar_post(path, **options)
+
+
+def services(request: Any) -> "AppServices":
+    """The app's typed service container (set up by app.py's lifespan)."""
     return request.app.state.services
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; ClientDisconnected if the client stalls for
+    `client_stall_seconds` (it would hold a worker) or leaves."""
+    idle_seconds = request.app.state.settings.client_stall_seconds
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), idle_seconds)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ClientDisconnected(f"no request body bytes for {idle_seconds:.0f} s") from None
+        if chunk:
+            yield chunk
 
 
 async def read_body_capped(request: Request, max_bytes: int) -> bytes:
@@ -35,7 +70,7 @@ async def read_body_capped(request: Request, max_bytes: int) -> bytes:
             raise InvalidRequest("Invalid Content-Length header") from None
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLarge(f"Request body exceeds {max_bytes} bytes")
@@ -54,13 +89,35 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         return {}
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Wrong request encoding (Content-Type): {ctype or 'none'}; expected application/json")
-    try:
-        body = _json_decoder.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidRequest("Request body is not valid JSON") from None
+    body = decode_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object")
     return body
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON from a client: InvalidRequest for bad JSON or nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        value = _json_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidRequest("Request body is not valid JSON (or nested too deeply)") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth_over(value, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: no recursion of ours)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 def body_str(body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 10_000) -> str | None:
@@ -151,5 +208,10 @@ async def refresh_auth(request: Request) -> Any:
 
 
 def client_ip(request: Request) -> str:
+    """The client's IP (uvicorn takes it from X-Forwarded-For only from a trusted proxy);
+    anything that is not an IP address counts as "unknown"."""
     client = request.client
-    return client.host if client else "unknown"
+    try:
+        return str(ipaddress.ip_address(client.host)) if client else "unknown"
+    except ValueError:
+        return "unknown"

@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidToken
 from ..services.account_status import account_status
-from ..web import Request, get, post
+from litestar import Request, get
 from .proxy import proxy_service
 from ..services.oauth.scopes import AccountAccess, RpcCall, scope_allows
-from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, query_str, refresh_auth, services
+from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, post, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."
 
@@ -136,7 +136,7 @@ async def check_account_status(request: Request) -> dict:
 
 def _did_points_here(svc: Any, did: str) -> bool:
     """Does the account's DID document name this server as its PDS?"""
-    identity = svc.extra.get("identity")
+    identity = svc.identity
     if identity is None:
         return False
     try:

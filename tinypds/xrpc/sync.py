@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from litestar import Request, Response, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
+
 from ..core.cid import CID
 from ..core.events import error_frame
 from ..core.syntax import InvalidSyntax, parse_did, parse_nsid, parse_rkey, parse_tid
 from ..errors import InvalidRequest, RepoNotFound
 from ..services import repo_io
-from ..web import Request, Response, Stream, WebSocket, WebSocketDisconnect, get, websocket
+from .streams import Stream
 from .routing import query_int, query_str, services
 
 NS = "/xrpc/com.atproto.sync."
@@ -56,7 +59,7 @@ def _status_fields(account: Any) -> dict:
 async def get_blob(request: Request) -> Stream:
     did = _did(request)
     cid = query_str(request, "cid", required=True)
-    blobs = services(request).extra.get("blobs")
+    blobs = services(request).blobs
     if blobs is None:
         raise RepoNotFound(f"Could not find repo for DID: {did}")
     mime, size, chunks = await blobs.open_blob(cid, did=did)
@@ -70,7 +73,7 @@ async def list_blobs(request: Request) -> dict:
     _account_for(request, did)
     await _available(request, did)
     limit = query_int(request, "limit", 500, 1, 1000)
-    cids, cursor = await services(request).extra["blobs"].list_blobs(
+    cids, cursor = await services(request).blobs.list_blobs(
         query_str(request, "since"), query_str(request, "cursor"), limit
     )
     out: dict[str, Any] = {"cids": cids}
@@ -81,7 +84,7 @@ async def list_blobs(request: Request) -> dict:
 
 async def _available(request: Request, did: str) -> Any:
     """The repo root when `did` is hosted here and servable (RepoDeactivated/RepoTakendown/... otherwise)."""
-    sync = services(request).extra.get("sync")
+    sync = services(request).sync
     if sync is None:
         _account_for(request, did)
         return services(request).repo.get_root()
@@ -116,7 +119,7 @@ async def get_repo(request: Request) -> Stream:
             since = parse_tid(since)
         except InvalidSyntax:
             raise InvalidRequest(f"Invalid since: {since[:100]}") from None
-    sync = services(request).extra.get("sync")
+    sync = services(request).sync
     if sync is None:
         svc = _account_for(request, did)
         return Stream(repo_io.aiter_export(svc.db), media_type=CAR)
@@ -130,7 +133,7 @@ CAR = "application/vnd.ipld.car"
 
 
 def _sync(request: Request) -> Any:
-    sync = services(request).extra.get("sync")
+    sync = services(request).sync
     if sync is None:
         raise RepoNotFound("This server has no repository yet")
     return sync
@@ -165,7 +168,7 @@ async def get_blocks(request: Request) -> Response:
 @get(NS + "listRepos")
 async def list_repos(request: Request) -> dict:
     limit = query_int(request, "limit", 500, 1, 1000)
-    sync = services(request).extra.get("sync")
+    sync = services(request).sync
     if sync is None:
         return {"repos": []}
     repos, cursor = await sync.list_repos(limit, query_str(request, "cursor"))
@@ -185,20 +188,31 @@ async def _until_disconnect(socket: WebSocket) -> None:
         return
 
 
+# how a subscription that the server ended is closed: 1001 (Going Away) at shutdown, so that
+# consumers reconnect (Bluesky's firehose client treats 1000 as "stream finished" and never
+# re-dials); 1008 (Policy Violation) after an error frame; 1013 (Try Again Later) when full
+_CLOSE_CODES = {"GoingAway": 1001, "Shutdown": 1001, None: 1001}
+
+
 @websocket(NS + "subscribeRepos")
 async def subscribe_repos(socket: WebSocket) -> None:
     """The firehose: frames from the outbox until the consumer leaves or is cut off."""
-    await socket.accept()
-    firehose = socket.app.state.services.extra.get("firehose")
+    svc = services(socket)
+    firehose = svc.firehose
     raw = socket.query_params.get("cursor")
     try:
         cursor = int(raw) if raw not in (None, "") else None
     except ValueError:
         cursor = -1
+    await socket.accept()
+    if firehose is not None and firehose.subscriber_count >= svc.settings.firehose_max_subscribers:
+        await socket.send_bytes(error_frame("NotEnoughResources", "Too many firehose subscribers; try again later"))
+        await _close(socket, 1013)
+        return
     if firehose is None or cursor is not None and cursor < 0:
         error = ("InvalidRequest", "cursor must be a non-negative integer") if firehose else ("NotEnoughResources", "no firehose")
         await socket.send_bytes(error_frame(*error))
-        await socket.close(code=1008)
+        await _close(socket, 1008)
         return
     serving = asyncio.create_task(firehose.serve(socket.send_bytes, cursor))
     leaving = asyncio.create_task(_until_disconnect(socket))
@@ -209,10 +223,15 @@ async def subscribe_repos(socket: WebSocket) -> None:
             task.cancel()
         await asyncio.gather(serving, leaving, return_exceptions=True)
     if serving.done() and not serving.cancelled() and serving.exception() is None:
-        try:
-            await asyncio.wait_for(socket.close(code=1008 if serving.result() else 1000), 5)
-        except Exception:
-            pass
+        reason = serving.result()
+        await _close(socket, _CLOSE_CODES.get(reason, 1008))
+
+
+async def _close(socket: WebSocket, code: int) -> None:
+    try:
+        await asyncio.wait_for(socket.close(code=code), 5)
+    except Exception:
+        pass
 
 
 ROUTES = [get_blob, list_blobs, get_latest_commit, get_repo_status, get_repo, get_record, get_blocks, list_repos,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import __version__
 from ..services.account import get_account
 from ..errors import NotFound
-from ..web import Request, get
+from litestar import Request, get
 from .routing import services
 
 ROBOTS = "# Hello!\n\n# Crawling the public API is allowed\nUser-agent: *\nAllow: /\n"
@@ -49,7 +49,7 @@ async def atproto_did(request: Request) -> str:
 async def did_json(request: Request) -> dict:
     """The DID document of a did:web account (did:web:<this host>)."""
     svc = services(request)
-    ident = svc.extra.get("identity")
+    ident = svc.identity
     row = ident.identity() if ident is not None else None
     if row is None or row.method != "web":
         raise NotFound("No did:web document here")
