@@ -145,3 +145,35 @@ def test_rejects_subtree_out_of_range():
     store = MemoryBlockStore(blocks)
     forged = put(store, encode(root))
     assert str(forged) in expect_error(store, forged, "not greater than")
+
+
+def test_a_node_referenced_twice_is_refused_with_bounded_work():
+    """The reference refuses an MST in which a node is referenced more than once (0.5.37):
+    here a chain of nodes each pointing at the same child from both sides would take 2**depth
+    visits to walk in full; the walk stops at the first repeated key instead."""
+    store = CountingStore()
+    leaf_key = sorted(H0)[0]
+    child = put(store, encode_node([leaf_key], [CID1], [None, None]))
+    depth_keys = sorted(H1)
+    # layer 1: [child] key [child] - the same subtree on both sides of a key
+    root = put(store, encode_node([depth_keys[0]], [CID1], [child, child]))
+    msg = expect_error(store, root, "not greater than the previous key")
+    assert str(root) in msg or leaf_key.decode() in msg
+    assert store.reads <= 4  # root, child, child again: refused at once, not walked on
+
+
+def test_a_deep_chain_of_shared_nodes_fails_fast():
+    """Nodes sharing one child on every layer: refused after O(depth) reads, not 2**depth."""
+    store = CountingStore()
+    by_layer: dict[int, list[bytes]] = {}
+    for k in POOL:
+        by_layer.setdefault(key_height(k), []).append(k.encode())
+    node = put(store, encode_node([sorted(by_layer[0])[0]], [CID1], [None, None]))
+    top = max(by_layer)
+    for layer in range(1, top + 1):
+        key = sorted(by_layer[layer])[0]
+        node = put(store, encode_node([key], [CID1], [node, node]))
+    store.reads = 0
+    with pytest.raises(MstError):
+        list(verify_tree(store, node))
+    assert store.reads <= 3 * (top + 1)
