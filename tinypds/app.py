@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 
@@ -73,6 +73,25 @@ async def going_away(app: Litestar) -> None:
 CORS_EXPOSE = ["*", "dpop-nonce", "www-authenticate", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"]
 
 
+def _open_metrics(settings: Settings) -> Any:
+    if settings.metrics == "off":
+        return None
+    from .services.metrics import Metrics
+
+    return Metrics(settings, known_paths={p for h in ROUTES for p in getattr(h, "paths", ())})
+
+
+def metrics_route(metrics: Any) -> Any:
+    """GET /metrics (Prometheus text); with TINYPDS_METRICS=loopback only for clients on this machine."""
+    @get("/metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics_endpoint(request: Request) -> Response:
+        if not metrics.allowed(request.client.host if request.client else None):
+            raise errors.NotFound("Not Found")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+    return metrics_endpoint
+
+
 def create_app(
     settings: Settings,
     services: AppServices | None = None,
@@ -86,6 +105,8 @@ def create_app(
         own = services is None
         svc = await open_services(settings) if own else services
         app.state.services = svc
+        if metrics is not None:
+            metrics.services = svc  # firehose and health gauges are read at scrape time
         try:
             if on_open is not None:
                 await on_open(svc)
@@ -95,8 +116,10 @@ def create_app(
             if own:
                 await close_services(svc)
 
+    metrics = _open_metrics(settings)  # TINYPDS_METRICS=loopback|on; None (nothing imported) when off
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *([metrics_route(metrics)] if metrics is not None else [])],
+        middleware=[metrics.middleware] if metrics is not None else [],
         exception_handlers={Exception: xrpc_exception_handler},
         before_send=[dpop_nonce_header],  # DPoP-Nonce on answers to OAuth (DPoP) requests
         lifespan=[lifespan],

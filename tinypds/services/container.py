@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .blobs import BlobService
     from .crawl import Crawler
     from .firehose import Firehose
+    from .health import HealthWatcher
     from .keys import KeyStore
     from .local_identity import LocalIdentity
     from .migration import MigrationService
@@ -63,6 +64,7 @@ class AppServices:
     proxy: "ProxyService | None" = None
     preferences: "PreferencesService | None" = None
     migration: "MigrationService | None" = None
+    health: "HealthWatcher | None" = None  # relays, AppView and handle, watched (services/health.py)
 
     def attach_account(self) -> None:
         """(Re)build the per-account services once the database holds an account
@@ -75,10 +77,12 @@ class AppServices:
             self.firehose.notify()
         if self.crawler is not None:
             self.crawler.notify_write()
+        if self.health is not None:
+            self.health.note_write()  # nobody subscribed to the firehose: ask relays to crawl (rate-limited)
 
     def closables(self) -> list[Any]:
         return [self.auth, self.repo, self.identity, self.blobs, self.seq, self.firehose, self.crawler, self.ratelimit,
-                self.sync, self.oauth, self.proxy, self.preferences, self.migration]
+                self.sync, self.oauth, self.proxy, self.preferences, self.migration, self.health]
 
 
 async def open_services(settings: Settings) -> AppServices:
@@ -107,9 +111,9 @@ async def open_services(settings: Settings) -> AppServices:
         svc.blobs = BlobService(svc.db, settings)
         await svc.blobs.start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)
-        relay = await open_relay_services(settings, svc.db)  # seq guard, firehose, crawler, write budget
+        relay = await open_relay_services(settings, svc.db, keys=svc.keys)  # seq guard, firehose, crawler, write budget
         svc.seq, svc.firehose, svc.crawler = relay.seq, relay.firehose, relay.crawler
-        svc.ratelimit, svc.sync = relay.ratelimit, relay.sync
+        svc.ratelimit, svc.sync, svc.health = relay.ratelimit, relay.sync, relay.health
     except BaseException:
         await close_services(svc)
         raise

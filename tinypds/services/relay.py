@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from .crawl import Crawler
 from .firehose import Firehose
+from .health import HealthWatcher
 from .ratelimit import WriteRateLimiter
 from .repo import iso_now
 from .sequencer import SeqKeeper, identity_and_account_events
@@ -29,10 +30,12 @@ class RelayServices(NamedTuple):
     crawler: Crawler
     ratelimit: WriteRateLimiter
     sync: SyncService
+    health: HealthWatcher
 
 
-async def open_relay_services(settings: Any, db: Any) -> RelayServices:
-    """The seq guard, firehose, crawler, write budget and sync reads: started and ready."""
+async def open_relay_services(settings: Any, db: Any, keys: Any = None) -> RelayServices:
+    """The seq guard, firehose, crawler, write budget, sync reads and the network-health watcher:
+    started and ready. `keys` lets the watcher sign service auth for an AppView that wants it."""
     keeper = SeqKeeper(db, settings.data_dir)
     guard = await asyncio.to_thread(keeper.guard)
     max_lag = max(1, int(settings.firehose_max_lag))
@@ -47,7 +50,9 @@ async def open_relay_services(settings: Any, db: Any) -> RelayServices:
 
     crawler = Crawler(settings, on_first_success=reannounce)
     crawler.start()
+    health = HealthWatcher(settings, db, firehose=firehose, reannounce=reannounce, keys=keys)
+    health.start()  # first round after min(interval, 60 s); TINYPDS_HEALTH_INTERVAL=0 turns it off
     if guard.restored:
         log.warning("restored database detected: #sync emitted at seq %d and a crawl requested", guard.last_seq)
-    return RelayServices(keeper, firehose, crawler, WriteRateLimiter.from_settings(settings), SyncService(db))
+    return RelayServices(keeper, firehose, crawler, WriteRateLimiter.from_settings(settings), SyncService(db), health)
 
