@@ -88,7 +88,8 @@ def _check_commit(commit_bytes: bytes, did_key: str | None, fallback_keys: list[
     return obj, "NOT CHECKED: no key to check it with (pass --did-key did:key:...; DID resolution comes later)"
 
 
-def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, hashed: bool = False) -> tuple[int, int]:
+def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, hashed: bool = False,
+                staged: bool = False) -> tuple[int, int]:
     """Verify the MST from SQLite and (re)build the record index + record_blobs.
 
     The walk only reads MST nodes; record blocks are then scanned for blob refs by one
@@ -116,6 +117,9 @@ def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, 
         raise RepoIOError(str(exc)) from None
     flush()
     records_db.build_record_index_block(conn)
+    if staged:  # blob refs found while the blocks streamed in (full import)
+        records_db.end_blob_staging(conn)
+        return n, source.reads
     blob_rows = []
     for collection, rkey, cid, data in records_db.iter_records_mentioning(conn, b"mimeType"):
         if data is None:
@@ -150,9 +154,17 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = 
     batch: list[tuple[bytes, bytes]] = []
     count = size = 0
 
+    if bulk:
+        records_db.begin_blob_staging(conn)
+    blob_refs = repo_db.blob_refs
+
     def put() -> None:
         if bulk:
-            blocks_db.append_blocks(conn, batch)
+            first = blocks_db.append_blocks(conn, batch)
+            staged = [(first + i, bytes(ref)) for i, (_, data) in enumerate(batch) if b"mimeType" in data
+                      for ref in blob_refs(data)]
+            if staged:
+                records_db.stage_blob_refs(conn, staged)
         else:
             blocks_db.put_blocks(conn, batch, rev)
         progress("blocks", len(batch))
@@ -235,7 +247,8 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
         nrecords, nnodes = _walk_index(conn, data_root, rev, progress)
     else:  # every block and record of a full import came with rev: NULL rows, one meta value
         blocks_db.set_base_rev(conn, rev)
-        nrecords, nnodes = _walk_index(conn, data_root, None, progress, hashed=True)  # every block hash-checked from the CAR
+        # every block was hash-checked as it came from the CAR; blob refs were staged then
+        nrecords, nnodes = _walk_index(conn, data_root, None, progress, hashed=True, staged=True)
 
     time = iso_now(now)
     resigned = False
@@ -258,7 +271,9 @@ def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidC
             events_db.append_event(conn, events_core.SYNC, did, time, body)
         resigned = True
     repo_db.set_root(conn, did, commit_cid, commit_rev, data_root)
-    total_blocks, total_bytes = blocks_db.count_blocks(conn)
+    total_blocks, total_bytes = blocks_db.count_blocks(conn) if diff else (nblocks, nbytes)
+    if resigned:
+        total_bytes += len(block) - len(commit_bytes)
     distinct_records = records_db.count_distinct_record_blocks(conn)
     referenced = 1 + nnodes + distinct_records
     return ImportResult(did, commit_cid, commit_rev, data_root, nrecords, total_blocks, total_bytes, how,

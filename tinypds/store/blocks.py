@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any, Iterable, Iterator
 
 from ..core.cid import CID
+from .db import sort_cache
 
 Conn = Any  # an apsw.Connection
 
@@ -29,10 +30,6 @@ class DuplicateBlock(ValueError):
 # compares the whole CID. `?1` is the CID. (migration 0007)
 BY_CID = "substr(cid, -8) = substr(?1, -8) AND cid = ?1"
 _INSERT_NEW = f"INSERT INTO blocks (cid, rev, data) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE {BY_CID})"
-_INDEXES = (
-    "CREATE INDEX blocks_cid ON blocks (substr(cid, -8))",
-    "CREATE INDEX blocks_rev ON blocks (rev) WHERE rev IS NOT NULL",
-)
 
 
 def _sorted_rows(blocks: Iterable[tuple[bytes, bytes]], rev: str | None) -> list[tuple[bytes, str | None, bytes]]:
@@ -64,19 +61,20 @@ def begin_bulk_load(conn: Conn) -> None:
     `end_bulk_load` builds each index in one sorted pass (densely packed pages). Call inside
     a write transaction; a rollback restores table and indexes."""
     conn.execute("DELETE FROM blocks")
-    conn.execute("DROP INDEX IF EXISTS blocks_cid")
-    conn.execute("DROP INDEX IF EXISTS blocks_rev")
+    conn.execute("DROP INDEX IF EXISTS blocks_cid")  # blocks_rev stays: NULL-rev rows never enter it
 
 
-def append_blocks(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str | None = None) -> None:
-    """Bulk load: append rows as they come (no checks; `end_bulk_load` finds repeats)."""
-    conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", [(bytes(c), rev, d) for c, d in blocks])
+def append_blocks(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str | None = None) -> int:
+    """Bulk load: append rows as they come (no checks; `end_bulk_load` finds repeats).
+    Returns the id of the first row: the batch's ids are consecutive (one writer)."""
+    conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", [(c, rev, d) for c, d in blocks])
+    return conn.last_insert_rowid() - len(blocks) + 1
 
 
 def end_bulk_load(conn: Conn) -> CID | None:
-    """Build the indexes; returns a CID stored more than once (the load is then bad), else None."""
-    for sql in _INDEXES:
-        conn.execute(sql)
+    """Build the CID index; returns a CID stored more than once (the load is then bad), else None."""
+    with sort_cache(conn):
+        conn.execute("CREATE INDEX blocks_cid ON blocks (substr(cid, -8))")
     for (suffix,) in conn.execute("SELECT substr(cid, -8) AS h FROM blocks GROUP BY h HAVING count(*) > 1").fetchall():
         cids = sorted(r[0] for r in conn.execute("SELECT cid FROM blocks WHERE substr(cid, -8) = ?", (suffix,)))
         for a, b in zip(cids, cids[1:]):

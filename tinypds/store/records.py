@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from ..core.cid import CID
 from .blocks import BY_CID, block_id, has_block
-from .db import ConstraintError
+from .db import ConstraintError, sort_cache
 
 Conn = Any
 
@@ -148,7 +148,8 @@ def drop_record_index_block(conn: Conn) -> None:
 
 
 def build_record_index_block(conn: Conn) -> None:
-    conn.execute("CREATE INDEX IF NOT EXISTS record_index_block ON record_index (block)")
+    with sort_cache(conn):
+        conn.execute("CREATE INDEX IF NOT EXISTS record_index_block ON record_index (block)")
 
 
 def set_record_blobs(conn: Conn, collection: str, rkey: str, blob_cids: Iterable[bytes]) -> None:
@@ -212,6 +213,26 @@ def first_record_without_block(conn: Conn) -> tuple[str, str] | None:
         "WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.id = r.block) LIMIT 1"
     ).fetchone()
     return (row[0], row[1]) if row else None
+
+
+# ---- bulk load (a full import): blob refs are found while blocks stream in, keyed by block
+# id in a TEMP table (on disk, temp_store=FILE), and joined to the record index at the end
+def begin_blob_staging(conn: Conn) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.staged_blob_refs")
+    conn.execute("CREATE TEMP TABLE staged_blob_refs (block INTEGER NOT NULL, blob_cid BLOB NOT NULL)")
+
+
+def stage_blob_refs(conn: Conn, rows: list[tuple[int, bytes]]) -> None:
+    conn.executemany("INSERT INTO temp.staged_blob_refs (block, blob_cid) VALUES (?, ?)", rows)
+
+
+def end_blob_staging(conn: Conn) -> None:
+    """record_blobs for every record whose block had blob refs (needs record_index_block)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO record_blobs (collection, rkey, blob_cid) "
+        "SELECT c.name, r.rkey, s.blob_cid FROM temp.staged_blob_refs s "
+        "JOIN record_index r ON r.block = s.block JOIN collections c ON c.id = r.coll")
+    conn.execute("DROP TABLE temp.staged_blob_refs")
 
 
 def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, str, bytes | None, bytes | None]]:

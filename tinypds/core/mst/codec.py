@@ -13,7 +13,11 @@ from ..blocks import BlockSource, MissingBlockError
 from ..cid import CID, DAG_CBOR, cid_for_dagcbor
 from ..dagcbor import DagCborError
 from ..dagcbor import decode as _cbor_decode
-from .node import MstError, Node, NodeCache, common_prefix_len, is_valid_key, key_height
+from hashlib import sha256 as _sha256
+
+from .node import _KEY_RE, MAX_KEY_LEN, MstError, Node, NodeCache, common_prefix_len, is_valid_key, key_height
+
+_KEY_FULLMATCH = _KEY_RE.fullmatch
 
 # ---- encoding -----------------------------------------------------------------
 
@@ -219,6 +223,8 @@ def decode_node(data: bytes, cid: CID | None = None, layer: int | None = None, c
     canonical = parsed is not None
     if parsed is None:
         parsed = _slow_parse(data, cid, check)
+    elif check:
+        return _checked_canonical(data, cid, layer, *parsed)
     left, entries = parsed
     keys = []
     vals = []
@@ -244,6 +250,55 @@ def decode_node(data: bytes, cid: CID | None = None, layer: int | None = None, c
     if check:
         _check_node(node, canonical)
     return node
+
+
+def _checked_canonical(data: bytes, cid: CID | None, layer: int | None, left, entries) -> Node:
+    """decode_node(check=True) for bytes `_fast_parse` accepted, in one pass (imports walk
+    every node): the parser already proved canonical CBOR and field types, so what is left
+    is keys (syntax, order, prefix compression), heights against the layer, and links."""
+    keys = []
+    vals = []
+    subs = [left]
+    prev = b""
+    fullmatch = _KEY_FULLMATCH
+    sha256 = _sha256
+    for p, k, v, t in entries:
+        if p:
+            if not keys:
+                raise _bad(cid, "first entry must have p = 0")
+            if p > len(prev):
+                raise _bad(cid, f"prefix length {p} longer than the previous key")
+            key = prev[:p] + k
+        else:
+            key = k
+        if len(key) > MAX_KEY_LEN or fullmatch(key) is None:
+            raise _bad(cid, f"invalid key {key!r}")
+        if keys:
+            if key <= prev:
+                raise _bad(cid, f"keys not strictly increasing: {prev!r} then {key!r}")
+            # key[:p] == prev[:p] by construction: p is the common prefix unless the next bytes match too
+            if p < len(prev) and prev[p] == key[p]:
+                raise _bad(cid, f"non-canonical prefix compression for key {key!r}")
+        d = sha256(key).digest()
+        h = 0 if d[0] >= 64 else (256 - int.from_bytes(d, "big").bit_length()) >> 1
+        if layer is None:
+            layer = h
+        elif h != layer:
+            raise _bad(cid, f"key {key!r} has height {h} but sits on layer {layer}")
+        if t is not None and (layer == 0 or t[1] != DAG_CBOR):
+            raise _bad(cid, "layer-0 node has a subtree" if layer == 0 else "subtree links must be dag-cbor CIDs or null")
+        keys.append(key)
+        vals.append(v)
+        subs.append(t)
+        prev = key
+    if left is not None:
+        if left[1] != DAG_CBOR:
+            raise _bad(cid, "subtree links must be dag-cbor CIDs or null")
+        if layer == 0:
+            raise _bad(cid, "layer-0 node has a subtree")
+    if not keys and left is None and layer is not None:
+        raise _bad(cid, "empty non-root node")  # a layer hint means a parent links to it
+    return Node(layer, tuple(keys), tuple(vals), tuple(subs), cid, data, False)
 
 
 def _check_entry(cid, prev, key, p, k, v, t, first) -> None:

@@ -37,32 +37,33 @@ def verify_tree(source: BlockSource, root: CID, hashed: bool = False) -> Iterato
             raise MstError(f"MST root {node.cid}: no entries but points to a subtree (untrimmed root)")
         return
     last: bytes | None = None
-    # frames: [node, position]; position 2i visits subs[i], position 2i+1 emits keys[i]
-    stack: list[list] = [[node, 0]]
+    # frames: (node, i, sub_done): visit subs[i] (unless sub_done), then key i, then i + 1
+    stack: list[tuple[Node, int, bool]] = [(node, 0, False)]
     while stack:
-        frame = stack[-1]
-        node, pos = frame
-        if pos > 2 * len(node.keys):
-            stack.pop()
-            continue
-        frame[1] = pos + 1
-        i = pos >> 1
-        if pos & 1:
-            key = node.keys[i]
+        node, i, sub_done = stack.pop()
+        keys, vals, subs = node.keys, node.vals, node.subs
+        n = len(keys)
+        while True:
+            if not sub_done:
+                sub = subs[i]
+                if sub is not None:
+                    if node.layer == 0:
+                        raise MstError(f"MST node {node.cid}: layer-0 node has a subtree")
+                    child = _load(source, sub, node.layer - 1, node.cid, hashed)
+                    if child.is_empty():
+                        raise MstError(f"MST node {child.cid}: empty non-root node (linked from {node.cid})")
+                    stack.append((node, i, True))
+                    stack.append((child, 0, False))
+                    break
+            sub_done = False
+            if i == n:
+                break
+            key = keys[i]
             if last is not None and key <= last:
                 raise MstError(
                     f"MST node {node.cid}: key {key.decode('ascii', 'replace')!r} is not greater than "
                     f"the previous key {last.decode('ascii', 'replace')!r} (keys out of order or out of range)"
                 )
             last = key
-            yield key.decode("ascii"), node.vals[i]
-        else:
-            sub = node.subs[i]
-            if sub is None:
-                continue
-            if node.layer == 0:
-                raise MstError(f"MST node {node.cid}: layer-0 node has a subtree")
-            child = _load(source, sub, node.layer - 1, node.cid, hashed)
-            if child.is_empty():
-                raise MstError(f"MST node {child.cid}: empty non-root node (linked from {node.cid})")
-            stack.append([child, 0])
+            yield key.decode("ascii"), vals[i]
+            i += 1
