@@ -23,7 +23,7 @@ import uvicorn
 from .app import going_away
 from .config import Settings
 from .logging_setup import RequestLog
-from .xrpc.streams import QuietIncomplete
+from .xrpc.streams import HEAD_KEY, QuietIncomplete
 
 SHUTDOWN_SECONDS = 10  # in-flight requests get this long after SIGTERM (systemd waits 30 s)
 WS_MAX_MESSAGE = 64 * 1024  # nothing a firehose consumer sends us is larger
@@ -73,11 +73,26 @@ class Server(uvicorn.Server):
         self.handle_exit(signal.SIGTERM, None)
 
 
+class HeadAsGet:
+    """HEAD is answered by the GET route (as the reference's express server does): the app
+    sees GET, uvicorn (which keeps the original method) sends the headers and no body, and
+    streamed answers stop at once (`HEAD_KEY` in the scope)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = dict(scope, method="GET")
+            scope[HEAD_KEY] = True
+        await self.app(scope, receive, send)
+
+
 def make_server(app: Any, settings: Settings, host: str, port: int, *,
                 on_listening: Callable[[list], None] | None = None, log_requests: bool = True) -> Server:
     logging.getLogger("uvicorn.error").addFilter(QuietIncomplete())
     config = uvicorn.Config(
-        RequestLog(app) if log_requests else app,
+        RequestLog(HeadAsGet(app)) if log_requests else HeadAsGet(app),
         host=host,
         port=port,
         loop="asyncio",

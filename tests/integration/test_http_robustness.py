@@ -258,3 +258,13 @@ def test_a_header_with_a_line_break_is_never_sent():
                     data += chunk
     assert b"evil=1" not in data.split(b"\r\n\r\n", 1)[0].replace(b"X-Note", b"")
     assert b"\r\nSet-Cookie: evil" not in data
+
+
+def test_head_is_answered_by_the_get_route_without_a_body(pds):
+    r = httpx.head(pds.url + "/xrpc/_health", timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    assert int(r.headers["content-length"]) > 0
+    session = login(pds)
+    r = httpx.head(pds.url + f"/xrpc/com.atproto.sync.getRepo?did={session['did']}", timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-type"] == "application/vnd.ipld.car"

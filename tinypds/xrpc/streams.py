@@ -21,6 +21,7 @@ from litestar.response import Stream as _LitestarStream
 log = logging.getLogger("tinypds.stream")
 
 WRITE_STALL_SECONDS = 30.0  # a client that takes no bytes for this long is dropped (settings.client_stall_seconds)
+HEAD_KEY = "tinypds.head"  # set in the scope of a HEAD request served by its GET route (http_serve)
 INCOMPLETE = "ASGI callable returned without completing response."  # uvicorn's words for a dropped body
 
 
@@ -51,7 +52,7 @@ class _Guarded:
         stall = float(getattr(settings, "client_stall_seconds", WRITE_STALL_SECONDS))
         try:
             await self.base.start_response(send=send)
-            if self.base.is_head_response:
+            if self.base.is_head_response or scope.get(HEAD_KEY):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             async for chunk in self.chunks:
