@@ -331,7 +331,8 @@ class AuthService:
 
         await self.db.awrite(write)
         tokens = self._issue(did, session.id, self._scope_for(session), session.refresh_jti, now)
-        return {"did": did, "handle": handle, "email": email, "status": status}, tokens
+        return {"did": did, "handle": handle, "email": email, "status": status,
+                "email_confirmed": self.email_confirmed(did)}, tokens
 
     async def issue_session(self, did: str) -> dict:
         """Tokens of a new full session for an owner already signed in elsewhere (the account
@@ -376,7 +377,14 @@ class AuthService:
         if row is None:
             raise AuthenticationRequired("Account not found")
         did, handle, email, _, status = row
-        return {"did": did, "handle": handle, "email": email, "status": status}
+        return {"did": did, "handle": handle, "email": email, "status": status, "email_confirmed": self.email_confirmed(did)}
+
+    def email_confirmed(self, did: str) -> bool:
+        """Session answers tell emailConfirmed truthfully (store.accounts.email_confirmed_at)."""
+        from ..store import accounts as accounts_db
+
+        row = self.db.read(lambda c: accounts_db.get_account(c, did))
+        return bool(row is not None and row.email and row.email_confirmed_at)
 
     # ---- app passwords -----------------------------------------------------------------
     async def create_app_password(self, ctx: AuthContext, name: str, privileged: bool) -> dict:
