@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
 
 from ..core import car as car_core
 from ..core.cid import CID
-from ..core.mst.codec import decode_node
+from ..core.mst.codec import decode_node, node_links
 from ..store import blocks as blocks_db
 from ..store import records as records_db
 from ..store import repo as repo_db
@@ -42,51 +42,23 @@ class _Varints(dict):
         return value
 
 
-def _walk_blocks(conn: Any, data_root: CID) -> Iterator[tuple[bytes, bytes]]:
-    """MST nodes and records in depth-first key order: node, left subtree, then (record, right subtree)...
-
-    Nodes are point lookups; records stream from the record index in the same key order
-    (one joined query per collection, no per-record Python round trip) and are checked
-    against the node's entries, so a disagreeing index is an error, never a wrong CAR."""
-    node_sql = f"SELECT data FROM blocks WHERE {blocks_db.BY_CID}"
-    records = records_db.iter_records_with_data_in_mst_order(conn)
-    shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
-    sent: set[bytes] = set()
-    stack: list[tuple[bool, bytes]] = [(False, bytes(data_root))]  # (is_record, cid)
-    while stack:
-        is_record, cid = stack.pop()
-        if is_record:
-            entry = next(records, None)
-            if entry is not None and entry[3] is None:
-                raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(cid)}); run `tinypds verify`")
-            if entry is None or entry[2] != cid:
-                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
-                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
-            if cid in shared:  # one block serves several keys: a CAR holds each block once
-                if cid in sent:
-                    continue
-                sent.add(cid)
-            yield cid, entry[3]
-            continue
-        row = conn.execute(node_sql, (cid,)).fetchone()
-        if row is None:
-            raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
-        data = row[0]
-        yield cid, data
-        node = decode_node(data, CID(cid))
-        subs = node.subs
-        for i in range(len(node.vals) - 1, -1, -1):
-            if subs[i + 1] is not None:
-                stack.append((False, bytes(subs[i + 1])))
-            stack.append((True, bytes(node.vals[i])))
-        if subs[0] is not None:
-            stack.append((False, bytes(subs[0])))
-    if next(records, None) is not None:
-        raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
+def _links(data: bytes, cid: bytes) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
+    """(l, [(t or b"", v)...]) of a stored node: the regex fast path, else a full decode."""
+    found = node_links(data)
+    if found is not None:
+        return found
+    node = decode_node(data, CID(cid))
+    return (bytes(node.subs[0]) if node.subs[0] is not None else None,
+            [(bytes(t) if t is not None else b"", bytes(v)) for t, v in zip(node.subs[1:], node.vals)])
 
 
 def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    """The current repo as CAR v1 chunks, from one read snapshot (sync generator)."""
+    """The current repo as CAR v1 chunks, from one read snapshot (sync generator).
+
+    Order: commit, then the MST depth first (node, left subtree, then per entry: its
+    record, its right subtree). Nodes are point lookups; records stream from the record
+    index in the same key order (one joined query per collection) and each is checked
+    against its node's entry, so a disagreeing index is an error, never a wrong CAR."""
     with db.reader() as conn:
         root = repo_db.get_root(conn)
         if root is None:
@@ -97,16 +69,58 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         varint = _Varints()
         parts = [car_core.encode_header([root.commit_cid]), varint[len(root.commit_cid) + len(commit)],
                  bytes(root.commit_cid), commit]
+        append = parts.append
         size = 0
-        for cid, data in _walk_blocks(conn, root.data_cid):
-            parts.append(varint[len(cid) + len(data)])
-            parts.append(cid)
-            parts.append(data)
-            size += len(data)
+        node_sql = f"SELECT data FROM blocks WHERE {blocks_db.BY_CID}"
+        execute = conn.execute
+        records = records_db.iter_records_with_data_in_mst_order(conn)
+        shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
+        sent: set[bytes] = set()
+        stack: list[list] = []  # frames: [entries, next index]
+        cid: bytes | None = bytes(root.data_cid)
+        while True:
+            while cid:  # descend: emit the node, then its left subtree first
+                row = execute(node_sql, (cid,)).fetchone()
+                if row is None:
+                    raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
+                data = row[0]
+                append(varint[len(cid) + len(data)])
+                append(cid)
+                append(data)
+                size += len(data)
+                left, entries = _links(data, cid)
+                stack.append([entries, 0])
+                cid = left
             if size >= chunk_size:
                 yield b"".join(parts)
                 parts.clear()
                 size = 0
+            if not stack:
+                break
+            frame = stack[-1]
+            entries, i = frame
+            if i == len(entries):
+                stack.pop()
+                continue
+            frame[1] = i + 1
+            cid, want = entries[i]  # cid: the right subtree (b"" if none), descended into next
+            entry = next(records, None)
+            if entry is None or entry[2] != want:
+                if entry is not None and entry[3] is None:
+                    raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(want)}); run `tinypds verify`")
+                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
+                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
+            if shared and want in shared:  # one block serves several keys: a CAR holds each block once
+                if want in sent:
+                    continue
+                sent.add(want)
+            data = entry[3]
+            append(varint[len(want) + len(data)])
+            append(want)
+            append(data)
+            size += len(data)
+        if next(records, None) is not None:
+            raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
         yield b"".join(parts)
 
 

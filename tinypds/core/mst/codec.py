@@ -13,6 +13,7 @@ from ..blocks import BlockSource, MissingBlockError
 from ..cid import CID, DAG_CBOR, cid_for_dagcbor
 from ..dagcbor import DagCborError
 from ..dagcbor import decode as _cbor_decode
+import re
 from hashlib import sha256 as _sha256
 
 from .node import _KEY_RE, MAX_KEY_LEN, MstError, Node, NodeCache, common_prefix_len, is_valid_key, key_height
@@ -192,6 +193,35 @@ def _fast_parse(data: bytes):
         return left, entries
     except IndexError:
         return None
+
+
+_LINKS = re.compile(rb"\x61t(?:\xf6|\xd8\x2a\x58\x25\x00(.{36}))\x61v\xd8\x2a\x58\x25\x00(.{36})", re.S)
+_LEFT_LINK = b"\x61l\xd8\x2a\x58\x25\x00"
+
+
+def node_links(data: bytes) -> tuple[bytes | None, list[tuple[bytes, bytes]]] | None:
+    """(l, [(t or b"", v), ...]) of a canonical node, as raw CID bytes, without building keys
+    (export walks 1M-record trees); None if the bytes are not the canonical layout this
+    expects (then use decode_node). For stored (already verified) nodes only: key bytes are
+    ASCII, so the entry pattern, which needs non-ASCII bytes after "at", cannot match inside
+    one; the entry count is checked against the array header."""
+    if data[:3] != b"\xa2\x61e":
+        return None
+    n = data[3] - 0x80
+    if n > 23:
+        if n != 24:
+            return None
+        n = data[4]
+    elif n < 0:
+        return None
+    links = _LINKS.findall(data)
+    if len(links) != n:
+        return None
+    if data[-43:-36] == _LEFT_LINK:  # first: a CID's last bytes could read "al\xf6"
+        return data[-36:], links
+    if data[-3:] == b"\x61l\xf6":
+        return None, links
+    return None
 
 
 def _slow_parse(data: bytes, cid: CID | None, check: bool):
