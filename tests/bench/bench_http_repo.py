@@ -1,9 +1,15 @@
-"""Repo API over HTTP against the real server: createRecord (sequential and 8 concurrent
-clients), applyWrites records/s, getRecord and listRecords requests/s, server RSS.
+"""Repo API over HTTP, tinypds next to the reference PDS in the same run (issue 13's budgets):
+createRecord (sequential p50, 8 clients), applyWrites records/s, getRecord and listRecords
+req/s with 8 clients, server RSS.
 
-Run: `python tests/bench/bench_http_repo.py [--n 1000] [--ref http://localhost:2611]`. Prints figures next to the targets
-of issue 3; asserts nothing. The load comes from a tiny keep-alive HTTP/1.1 client on raw
-asyncio sockets (httpx would cost more CPU than the server on a 2-core machine).
+    python tests/bench/bench_http_repo.py [--n 1000] [--runs 3] [--ref http://localhost:2611]
+        [--loops asyncio,uvloop] [--server-python /path/to/production/venv/bin/python] [--no-ref]
+
+Each run starts a fresh `tinypds serve` (one per --loops variant), then drives the reference
+PDS (a fresh account on the running lab instance), alternating ours/reference/ours/...; the
+summary gives ranges over the runs and tinypds/reference ratios per run. Figures, no
+assertions. The load comes from a tiny keep-alive HTTP/1.1 client on raw asyncio sockets
+(httpx would cost more CPU than the server on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.integration.conftest import start_server  # noqa: E402
+from tests.bench.benchlib import (  # noqa: E402
+    DEFAULT_REF, Row, load, pid_listening_on, port_of, print_table, rss_mb, start_tinypds,
+)
 
 NS = "/xrpc/com.atproto.repo."
 
@@ -52,12 +60,20 @@ class Conn:
         raw = await self.reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
-        length = 0
+        length, chunked = 0, False
         for line in lines[1:]:
             name, _, value = line.partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        return status, await self.reader.readexactly(length)
+            elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        out = b""
+        while size := int((await self.reader.readline()).split(b";")[0].strip(), 16):
+            out += (await self.reader.readexactly(size + 2))[:-2]
+        await self.reader.readline()
+        return status, out
 
 
 def rss_kib(pid: int) -> dict[str, int]:
@@ -91,29 +107,42 @@ async def create_loop(conn: Conn, did: str, n: int, start: int, lat: list[float]
     return uris
 
 
-def report(name: str, n: int, seconds: float, lat: list[float] | None, target: str) -> None:
-    line = f"{name:<34} {n / seconds:9.0f} /s"
+def report(name: str, n: int, seconds: float, lat: list[float] | None) -> None:
+    line = f"  {name:<32} {n / seconds:9.0f} /s"
     if lat:
         line += f"   p50 {pct(lat, 0.5) * 1000:6.2f} ms   p95 {pct(lat, 0.95) * 1000:6.2f} ms"
-    print(f"{line:<80} target: {target}")
+    print(line, flush=True)
 
 
-async def phases(host: str, port: int, token: str, did: str, n: int) -> None:
-    """The measured workloads against one server (ours or the reference)."""
+async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
+    for path in paths:
+        t = time.perf_counter()
+        status, body = await conn.request("GET", path)
+        lat.append(time.perf_counter() - t)
+        if status != 200:
+            raise RuntimeError(f"GET {path} failed: {status} {body[:200]!r}")
+
+
+async def phases(host: str, port: int, token: str, did: str, n: int) -> dict[str, float]:
+    """The measured workloads against one server (ours or the reference); returns the figures."""
+    out: dict[str, float] = {}
     warm = await Conn(host, port, token).open()
     await create_loop(warm, did, 50, 0, [])  # warm-up
 
     lat: list[float] = []
     t0 = time.perf_counter()
     uris = await create_loop(warm, did, n, 100, lat)
-    report("createRecord sequential", n, time.perf_counter() - t0, lat, "p50 < 3 ms (reference PDS 9.3 ms)")
+    report("createRecord sequential", n, time.perf_counter() - t0, lat)
+    out["create_p50"], out["create_p95"] = pct(lat, 0.5) * 1000, pct(lat, 0.95) * 1000
 
     conns = [await Conn(host, port, token).open() for _ in range(8)]
     lat = []
     t0 = time.perf_counter()
     per = n // 8
     more = await asyncio.gather(*(create_loop(c, did, per, 10_000 + k * per, lat) for k, c in enumerate(conns)))
-    report("createRecord 8 clients", per * 8, time.perf_counter() - t0, lat, "(figure only; the p50 target is sequential)")
+    dt = time.perf_counter() - t0
+    report("createRecord 8 clients", per * 8, dt, lat)
+    out["create8_rate"], out["create8_p50"] = per * 8 / dt, pct(lat, 0.5) * 1000
     uris += [u for batch in more for u in batch]
 
     batches, size = max(5, n // 100), 200
@@ -126,32 +155,29 @@ async def phases(host: str, port: int, token: str, did: str, n: int) -> None:
         status, body = await warm.request("POST", NS + "applyWrites", {"repo": did, "writes": writes})
         if status != 200:
             raise RuntimeError(f"applyWrites failed: {status} {body[:200]!r}")
-    report(f"applyWrites ({size}/batch)", batches * size, time.perf_counter() - t0, None,
-           "> 5,000 records/s (reference ~900)")
-
-    async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
-        for path in paths:
-            t = time.perf_counter()
-            status, body = await conn.request("GET", path)
-            lat.append(time.perf_counter() - t)
-            if status != 200:
-                raise RuntimeError(f"GET {path} failed: {status} {body[:200]!r}")
+    dt = time.perf_counter() - t0
+    report(f"applyWrites ({size}/batch)", batches * size, dt, None)
+    out["apply_rate"] = batches * size / dt
 
     paths = [f"{NS}getRecord?repo={did}&collection=app.bsky.feed.post&rkey={u.rsplit('/', 1)[1]}" for u in uris]
     reads = (paths * (1 + (4 * n) // len(paths)))[: 4 * n]
     lat = []
     t0 = time.perf_counter()
     await asyncio.gather(*(get_loop(c, reads[k::8], lat) for k, c in enumerate(conns)))
-    report("getRecord 8 clients", len(reads), time.perf_counter() - t0, lat, "> 3,000 req/s")
+    dt = time.perf_counter() - t0
+    report("getRecord 8 clients", len(reads), dt, lat)
+    out["get_rate"], out["get_p50"] = len(reads) / dt, pct(lat, 0.5) * 1000
 
     lists = [f"{NS}listRecords?repo={did}&collection=app.bsky.feed.post&limit=50"] * n
     lat = []
     t0 = time.perf_counter()
     await asyncio.gather(*(get_loop(c, lists[k::8], lat) for k, c in enumerate(conns)))
-    report("listRecords (50) 8 clients", len(lists), time.perf_counter() - t0, lat, "(figure only)")
+    dt = time.perf_counter() - t0
+    report("listRecords (50) 8 clients", len(lists), dt, lat)
+    out["list_rate"] = len(lists) / dt
     for c in [warm, *conns]:
         await c.close()
-    print(f"statistics: {len(uris)} posts and {batches * size} likes written")
+    return out
 
 
 async def login(host: str, port: int, path: str, body: dict) -> dict:
@@ -163,39 +189,93 @@ async def login(host: str, port: int, path: str, body: dict) -> dict:
     return json.loads(raw)
 
 
-async def main(n: int) -> None:
-    data = Path(tempfile.mkdtemp(prefix="tinypds-bench-")) / "data"
-    server = start_server(data)
-    pid = server.proc.pid
+async def run_ours(n: int, loop: str | None, python: str | None) -> dict[str, float]:
+    server = start_tinypds(Path(tempfile.mkdtemp(prefix="tinypds-bench-")) / "data", python=python, loop=loop)
     try:
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        await asyncio.sleep(0.5)
-        idle = rss_kib(pid)
-        print(f"tinypds pid {pid} at {server.url}; idle RSS {idle['VmRSS'] / 1024:.1f} MB   target: < 40 MB")
-        session = await login(host, int(port), "/xrpc/com.atproto.server.createSession",
-                              {"identifier": server.handle, "password": server.password})
-        await phases(host, int(port), session["accessJwt"], server.did, n)
-        after = rss_kib(pid)
-        print(f"server RSS after: {after['VmRSS'] / 1024:.1f} MB (peak {after['VmHWM'] / 1024:.1f} MB)   target: < 80 MB")
+        host, port = server.host_port
+        await asyncio.sleep(1.0)
+        out = {"rss_before": rss_mb(server.pid)}
+        print(f"tinypds (loop {loop or 'as shipped'}) pid {server.pid}; RSS {out['rss_before']:.1f} MB; {load()}", flush=True)
+        session = await login(host, port, "/xrpc/com.atproto.server.createSession",
+                              {"identifier": server.account["handle"], "password": server.account["password"]})
+        out |= await phases(host, port, session["accessJwt"], server.account["did"], n)
+        out["rss_after"] = rss_mb(server.pid)
+        print(f"  RSS after: {out['rss_after']:.1f} MB (peak {rss_mb(server.pid, 'VmHWM'):.1f} MB)", flush=True)
+        return out
     finally:
         rc = server.stop()
         if rc != 0:
-            print(f"server exit code {rc}\n{server.stderr()[-2000:]}")
+            print(f"  tinypds exit code {rc}")
 
 
-async def main_ref(url: str, n: int) -> None:
-    """The same workloads against a running reference PDS (../shared/lab), for a same-machine comparison."""
+async def run_ref(url: str, n: int) -> dict[str, float]:
+    """The same workloads against a running reference PDS (../shared/lab), on a fresh account."""
     host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    pid = pid_listening_on(int(port))
+    out = {"rss_before": rss_mb(pid) if pid else float("nan")}
     handle = f"bench{secrets.token_hex(4)}.test"
+    print(f"reference PDS {url} pid {pid}; RSS {out['rss_before']:.1f} MB; account {handle}; {load()}", flush=True)
     acct = await login(host, int(port), "/xrpc/com.atproto.server.createAccount",
                        {"handle": handle, "email": f"{handle}@example.com", "password": "bench-password-1"})
-    print(f"reference PDS at {url}, account {handle}")
-    await phases(host, int(port), acct["accessJwt"], acct["did"], n)
+    out |= await phases(host, int(port), acct["accessJwt"], acct["did"], n)
+    out["rss_after"] = rss_mb(pid) if pid else float("nan")
+    print(f"  RSS after: {out['rss_after']:.1f} MB", flush=True)
+    return out
+
+
+def summary(ours: dict[str, list[dict]], ref: list[dict]) -> None:
+    def col(runs: list[dict], key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    for variant, runs in ours.items():
+        print(f"\nsummary over {len(runs)} run(s), tinypds loop {variant}; ratio = tinypds / reference in the same run")
+        ratios = [o["create_p50"] / r["create_p50"] for o, r in zip(runs, ref)]
+        apply_x = [o["apply_rate"] / r["apply_rate"] for o, r in zip(runs, ref)]
+        rows = [
+            Row("createRecord sequential p50 (ms)", col(runs, "create_p50"), col(ref, "create_p50"), "{:.2f}",
+                "ratio <= 0.33", all(x <= 1 / 3 for x in ratios) if ref else None),
+            Row("createRecord sequential p95 (ms)", col(runs, "create_p95"), col(ref, "create_p95"), "{:.2f}", "", None),
+            Row("createRecord 8 clients (/s)", col(runs, "create8_rate"), col(ref, "create8_rate"), "{:,.0f}", "", None),
+            Row("applyWrites (records/s)", col(runs, "apply_rate"), col(ref, "apply_rate"), "{:,.0f}",
+                "ratio >= 5", all(x >= 5 for x in apply_x) if ref else None, "{:.1f}"),
+            Row("getRecord 8 clients (req/s)", col(runs, "get_rate"), col(ref, "get_rate"), "{:,.0f}",
+                ">= 4,000 req/s", all(x >= 4000 for x in col(runs, "get_rate")), "{:.1f}"),
+            Row("listRecords(50) 8 clients (req/s)", col(runs, "list_rate"), col(ref, "list_rate"), "{:,.0f}", "", None,
+                "{:.1f}"),
+            Row("RSS 1 s after start / before (MB)", col(runs, "rss_before"), col(ref, "rss_before"), "{:.1f}", "", None),
+            Row("RSS after the workloads (MB)", col(runs, "rss_after"), col(ref, "rss_after"), "{:.1f}", "", None),
+        ]
+        print_table(rows)
+
+
+async def main(args: argparse.Namespace) -> None:
+    variants = [v or None for v in args.loops.split(",")] if args.loops else [None]
+    ours: dict[str, list[dict]] = {v or "as shipped": [] for v in variants}
+    ref: list[dict] = []
+    ref_url = None if args.no_ref else args.ref
+    if ref_url and pid_listening_on(port_of(ref_url)) is None:
+        raise SystemExit(f"no reference PDS listening at {ref_url}: start it with ../shared/lab/ref-pds/start.sh PORT")
+    for run in range(1, args.runs + 1):
+        print(f"\n=== run {run}/{args.runs} ({load()})", flush=True)
+        for v in variants:
+            ours[v or "as shipped"].append(await run_ours(args.n, v, args.server_python))
+            if ref_url:  # alternate: ours, reference, ours, reference ...
+                ref.append(await run_ref(ref_url, args.n))
+    if ref_url and len(variants) > 1:  # pair each variant's run k with the reference run right after it
+        ref_by = {v or "as shipped": ref[i::len(variants)] for i, v in enumerate(variants)}
+        for v, runs in ours.items():
+            summary({v: runs}, ref_by[v])
+    else:
+        summary(ours, ref)
+    print(f"\nend ({load()})")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="requests per phase (default 1000)")
-    ap.add_argument("--ref", metavar="URL", help="run against a running reference PDS instead (e.g. http://localhost:2611)")
-    args = ap.parse_args()
-    asyncio.run(main_ref(args.ref, args.n) if args.ref else main(args.n))
+    ap.add_argument("--runs", type=int, default=3, help="alternating runs (default 3)")
+    ap.add_argument("--ref", metavar="URL", default=DEFAULT_REF, help=f"running reference PDS (default {DEFAULT_REF})")
+    ap.add_argument("--no-ref", action="store_true", help="tinypds only")
+    ap.add_argument("--loops", default="", help="comma list of uvicorn loops to compare (asyncio,uvloop); default as shipped")
+    ap.add_argument("--server-python", default=None, help="interpreter for the server (e.g. a production venv)")
+    asyncio.run(main(ap.parse_args()))
