@@ -1,17 +1,23 @@
-"""Footprint of a running server on a Pi-class budget: startup time, idle RSS, idle CPU.
+"""Footprint of a running server next to the reference PDS's, measured in the same run: startup
+time, idle RSS (issue 13: <= 55 MB; the reference idles at 150-200 MB), idle CPU, RSS after a
+small workload.
 
-Starts the real `tinypds serve` (fresh data dir, dev account, 127.0.0.1, port 0) and prints:
-startup-to-healthy time (spawn -> first 200 from /xrpc/_health), RSS once idle (and the
-peak), CPU seconds used over N idle seconds, then RSS again after a small workload. Targets
-(issues 3 and 8): idle RSS < 40 MB, startup < 2 s, idle CPU ~0. Figures only, no assertions.
+    python tests/bench/bench_footprint.py [--runs 3] [--idle 20] [--posts 200]
+        [--ref http://localhost:2611 [--ref-restart]] [--server-python PY] [--loops asyncio,uvloop]
 
-    python tests/bench/bench_footprint.py [--idle 20] [--posts 200] [--data DIR]
+Per run: `tinypds serve` on a fresh data dir (the first start creates the dev account; the
+measured one is a normal restart), RSS once settled and after --idle seconds, CPU used while
+idle, then --posts createRecord + 20 getRepo and RSS again; then the same readings of the
+reference PDS (its node process found by port; --ref-restart restarts it with the lab's
+stop.sh/start.sh first, so both start from scratch: use it only on an instance you started
+yourself). Runs alternate ours/reference; the summary gives ranges and ratios. No assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -20,18 +26,15 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.benchlib import (  # noqa: E402
+    DEFAULT_REF, ROOT, Row, healthy, load, pid_listening_on, port_of, print_table, rss_mb, start_tinypds,
+)
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, kb, _ = line.split()
-            values[key] = int(kb) / 1024
-    return values["VmRSS:"], values["VmHWM:"]
+LAB = Path(os.environ.get("TINYPDS_LAB", ROOT.parent / "shared" / "lab"))
+SETTLE = 3.0  # seconds after healthy before the first reading (startup tasks, GC, JIT)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,38 +42,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def start(data: Path, env: dict) -> tuple[subprocess.Popen, str, float, dict]:
-    """Spawn the server; return (process, url, seconds to first healthy answer, printed account)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinypds.cli", "--data", str(data), "serve", "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    url, account = None, {}
-    while url is None:
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit("server exited before listening")
-        if line.startswith("tinypds listening on "):
-            url = line.split()[-1]
-        elif line.strip().split(":")[0] in ("handle", "password"):
-            key, value = line.strip().split(":", 1)
-            account[key] = value.strip()
-    while True:
-        try:
-            if httpx.get(url + "/xrpc/_health", timeout=2).status_code == 200:
-                return proc, url, time.perf_counter() - t0, account
-        except httpx.TransportError:
-            time.sleep(0.01)
-
-
-def write_posts(url: str, account: dict, n: int) -> None:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        r = http.post("/xrpc/com.atproto.server.createSession",
-                      json={"identifier": account["handle"], "password": account["password"]})
-        r.raise_for_status()
-        did, token = r.json()["did"], r.json()["accessJwt"]
-        http.headers["Authorization"] = f"Bearer {token}"
+def write_posts(url: str, did: str, token: str, n: int) -> None:
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
         for i in range(n):
             http.post("/xrpc/com.atproto.repo.createRecord", json={
                 "repo": did, "collection": "app.bsky.feed.post",
@@ -80,42 +53,114 @@ def write_posts(url: str, account: dict, n: int) -> None:
             http.get("/xrpc/com.atproto.sync.getRepo", params={"did": did}).raise_for_status()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Footprint of a running server: startup time, idle RSS, idle CPU.")
-    ap.add_argument("--idle", type=float, default=20.0, help="idle seconds to measure CPU over (default 20)")
-    ap.add_argument("--posts", type=int, default=200, help="posts to write before the second RSS reading")
-    ap.add_argument("--data", type=Path, default=None, help="data directory (default: a fresh temp dir)")
-    args = ap.parse_args()
-    data = args.data or Path(tempfile.mkdtemp(prefix="tinypds-footprint-")) / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYPDS_")}
-    env.update(TINYPDS_DEV="1", TINYPDS_HOSTNAME="localhost:2583", TINYPDS_KEYRING_BACKEND="file",
-               TINYPDS_LOG_LEVEL="warning", TINYPDS_WRITE_RATE_LIMIT="0", PYTHONUNBUFFERED="1")
+def readings(pid: int, idle: float) -> dict[str, float]:
+    time.sleep(SETTLE)
+    out = {"rss_settled": rss_mb(pid)}
+    c0 = cpu_seconds(pid)
+    time.sleep(idle)
+    out["idle_cpu_pct"] = 100 * (cpu_seconds(pid) - c0) / idle
+    out["rss_idle"] = rss_mb(pid)
+    return out
 
-    # the first start creates the dev account (argon2id, keys); measure a normal restart
-    first, _, first_startup, account = start(data, env)
-    first.terminate()
-    first.wait(30)
 
-    proc, url, startup, _ = start(data, env)
+def run_ours(args: argparse.Namespace, loop: str | None) -> dict[str, float]:
+    data = Path(tempfile.mkdtemp(prefix="tinypds-footprint-")) / "data"
+    first = start_tinypds(data, python=args.server_python, loop=loop)  # creates the dev account
+    account = first.account
+    first.stop()
+    server = start_tinypds(data, python=args.server_python, loop=loop)
     try:
-        time.sleep(2.0)  # let startup tasks (blob GC, crawl requests) settle
-        rss, peak = rss_mb(proc.pid)
-        c0 = cpu_seconds(proc.pid)
-        time.sleep(args.idle)
-        idle_cpu = cpu_seconds(proc.pid) - c0
-        rss_idle, _ = rss_mb(proc.pid)
-        print(f"startup to healthy : {startup:6.2f} s    (target < 2 s; first start with account creation {first_startup:.2f} s)")
-        print(f"idle RSS           : {rss:6.1f} MB   (target < 40 MB, issue 3); peak so far {peak:.1f} MB")
-        print(f"idle CPU           : {idle_cpu:6.3f} s over {args.idle:.0f} s ({100 * idle_cpu / args.idle:.2f} %)  (target ~0)")
-        print(f"RSS after idling   : {rss_idle:6.1f} MB")
-        if args.posts and account.get("password"):
-            write_posts(url, account, args.posts)
+        out = {"startup": server.startup_s, **readings(server.pid, args.idle)}
+        print(f"tinypds (loop {loop or 'as shipped'}) pid {server.pid}: startup {server.startup_s:.2f} s, "
+              f"RSS {out['rss_settled']:.1f} MB settled, {out['rss_idle']:.1f} MB after {args.idle:.0f} s idle "
+              f"(peak {rss_mb(server.pid, 'VmHWM'):.1f}), idle CPU {out['idle_cpu_pct']:.2f} %; {load()}", flush=True)
+        if args.posts:
+            r = httpx.post(server.url + "/xrpc/com.atproto.server.createSession",
+                           json={"identifier": account["handle"], "password": account["password"]}, timeout=30)
+            r.raise_for_status()
+            write_posts(server.url, account["did"], r.json()["accessJwt"], args.posts)
             time.sleep(1.0)
-            rss_after, peak = rss_mb(proc.pid)
-            print(f"RSS after {args.posts} posts + 20 getRepo: {rss_after:.1f} MB (peak {peak:.1f} MB; includes one sign-in's argon2id)")
+            out["rss_after"] = rss_mb(server.pid)
+            print(f"  RSS after {args.posts} posts + 20 getRepo: {out['rss_after']:.1f} MB "
+                  f"(peak {rss_mb(server.pid, 'VmHWM'):.1f} MB)", flush=True)
+        return out
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
+
+
+def restart_ref(url: str) -> float:
+    """Stop and start the lab instance on url's port (its start.sh is idempotent); seconds to healthy."""
+    port = str(port_of(url))
+    subprocess.run(["bash", str(LAB / "ref-pds" / "stop.sh"), port], check=True, capture_output=True, timeout=60)
+    t0 = time.perf_counter()
+    subprocess.run(["bash", str(LAB / "ref-pds" / "start.sh"), port], check=True, capture_output=True, timeout=300,
+                   stdin=subprocess.DEVNULL, env={**os.environ, "REF_PDS_FAST": "1"})  # no install checks
+    while not healthy(url):
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+def run_ref(args: argparse.Namespace) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if args.ref_restart:
+        out["startup"] = restart_ref(args.ref)
+    pid = pid_listening_on(port_of(args.ref))
+    if pid is None:
+        raise SystemExit(f"no process listens at {args.ref}")
+    out |= readings(pid, args.idle)
+    what = "restarted" if args.ref_restart else "running"
+    print(f"reference ({what}) pid {pid}: " + (f"startup {out['startup']:.2f} s, " if "startup" in out else "")
+          + f"RSS {out['rss_settled']:.1f} MB settled, {out['rss_idle']:.1f} MB after {args.idle:.0f} s idle "
+          f"(peak {rss_mb(pid, 'VmHWM'):.1f}), idle CPU {out['idle_cpu_pct']:.2f} %; {load()}", flush=True)
+    if args.posts:
+        handle = f"fp{secrets.token_hex(4)}.test"
+        r = httpx.post(args.ref + "/xrpc/com.atproto.server.createAccount", timeout=60,
+                       json={"handle": handle, "email": f"{handle}@example.com", "password": "bench-password-1"})
+        r.raise_for_status()
+        write_posts(args.ref, r.json()["did"], r.json()["accessJwt"], args.posts)
+        time.sleep(1.0)
+        out["rss_after"] = rss_mb(pid)
+        print(f"  RSS after {args.posts} posts + 20 getRepo: {out['rss_after']:.1f} MB "
+              f"(peak {rss_mb(pid, 'VmHWM'):.1f} MB)", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--idle", type=float, default=20.0, help="idle seconds to measure CPU over (default 20)")
+    ap.add_argument("--posts", type=int, default=200, help="posts to write before the last RSS reading")
+    ap.add_argument("--ref", metavar="URL", default=DEFAULT_REF, help=f"running reference PDS (default {DEFAULT_REF})")
+    ap.add_argument("--ref-restart", action="store_true", help="restart the reference before each reading (yours only)")
+    ap.add_argument("--no-ref", action="store_true")
+    ap.add_argument("--server-python", default=None, help="interpreter for tinypds (e.g. a production venv)")
+    ap.add_argument("--loops", default="", help="comma list of uvicorn loops to compare; default as shipped")
+    args = ap.parse_args()
+    variants = [v or None for v in args.loops.split(",")] if args.loops else [None]
+    ours: dict[str, list[dict]] = {v or "as shipped": [] for v in variants}
+    ref: list[dict] = []
+    for run in range(1, args.runs + 1):
+        print(f"\n=== run {run}/{args.runs} ({load()})", flush=True)
+        for v in variants:
+            ours[v or "as shipped"].append(run_ours(args, v))
+        if not args.no_ref:
+            ref.append(run_ref(args))
+    for v, runs in ours.items():
+        print(f"\nsummary over {len(runs)} run(s), tinypds loop {v}; ratio = tinypds / reference in the same run")
+        rows = [
+            Row("idle RSS after settling (MB)", [r["rss_settled"] for r in runs], [r["rss_settled"] for r in ref],
+                "{:.1f}", "<= 55 MB", all(r["rss_settled"] <= 55 for r in runs)),
+            Row(f"idle RSS after {args.idle:.0f} s idle (MB)", [r["rss_idle"] for r in runs], [r["rss_idle"] for r in ref],
+                "{:.1f}", "<= 55 MB", all(r["rss_idle"] <= 55 for r in runs)),
+            Row("idle CPU (%)", [r["idle_cpu_pct"] for r in runs], [r["idle_cpu_pct"] for r in ref], "{:.2f}", "~0", None),
+            Row("startup to healthy (s)", [r["startup"] for r in runs], [r["startup"] for r in ref if "startup" in r],
+                "{:.2f}", "", None),
+        ]
+        if args.posts:
+            rows.append(Row(f"RSS after {args.posts} posts + 20 getRepo (MB)", [r["rss_after"] for r in runs],
+                            [r["rss_after"] for r in ref], "{:.1f}", "", None))
+        print_table(rows)
+    print(f"\nend ({load()})")
 
 
 if __name__ == "__main__":
