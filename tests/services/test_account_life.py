@@ -156,8 +156,8 @@ def test_deactivate_activate_events(env):
     asyncio.run(life.activate(DID))
     assert life.account(DID).status == "active"
     tail = _events(env.db)[-3:]
-    assert [t for t, _ in tail] == ["#identity", "#account", "#sync"]
-    assert tail[1][1]["active"] is True and "status" not in tail[1][1]
+    assert [t for t, _ in tail] == ["#account", "#identity", "#sync"]  # the reference's order
+    assert tail[0][1]["active"] is True and "status" not in tail[0][1]
 
 
 def test_delete_erases_data_and_keys(env):

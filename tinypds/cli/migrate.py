@@ -212,13 +212,13 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_delete_token(args: argparse.Namespace) -> int:
-    from ..services.migration import DELETE_PURPOSE
-    from ..services.plc import PlcService
+    """The same token as `tinypds account email-token delete-account` (kept for scripts)."""
+    from ..services.email import EmailTokens
 
     settings = settings_from_args(args)
     db, account = _local_account(settings)
     try:
-        token = asyncio.run(PlcService(db).mint_token(account.did, DELETE_PURPOSE))
+        token = EmailTokens(db).mint_sync(account.did, "delete_account")
     finally:
         db.close()
     print(token)

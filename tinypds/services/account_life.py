@@ -218,8 +218,8 @@ class AccountLife:
         self._changed(True)
 
     async def activate(self, did: str) -> None:
-        """Only when the DID document names this server and its key; then #identity,
-        #account (active) and #sync with the current commit, as the reference."""
+        """Only when the DID document names this server and its key; then #account (active),
+        #identity and #sync with the current commit, in the reference's order."""
         row = self.account(did)
         if row.status in ("takendown", "suspended"):
             raise errors.AccountNotFound("user not found")
@@ -228,18 +228,18 @@ class AccountLife:
         if self.did_truth is not None:
             self.did_truth.forget(did)
             if not await self.did_truth.valid(did):
-                raise errors.InvalidRequest("The DID document does not name this server and its signing key; "
-                                            "update it before activating the account here")
+                raise errors.InvalidRequest(f"The DID document does not name this PDS ({self.settings.public_url}) "
+                                            "and its signing key yet; update it before activating the account here")
         now = iso_now(self.clock())
 
         def txn(conn: Any) -> None:
             current = accounts_db.get_account(conn, did)
             accounts_db.set_status(conn, did, "active")
             accounts_db.set_delete_after(conn, did, None)
-            events_db.append_event(conn, events_core.IDENTITY, did, now, events_core.encode_body(
-                events_core.identity_body(did, now, current.handle if current else None)))
             body = events_core.account_body(did, now, True)
             events_db.append_event(conn, events_core.ACCOUNT, did, now, events_core.encode_body(body))
+            events_db.append_event(conn, events_core.IDENTITY, did, now, events_core.encode_body(
+                events_core.identity_body(did, now, current.handle if current else None)))
             root = repo_db.get_root(conn, did)
             if root is not None:
                 block = blocks_db.get_block(conn, root.commit_cid)

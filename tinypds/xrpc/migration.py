@@ -15,7 +15,9 @@ from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
 from ..services.migration import MigrationService
 from ..services.oauth.scopes import AccountAccess
 from litestar import Request, get
-from .routing import access_auth, body_chunks, body_str, json_body, post, query_int, query_str, services
+from .routing import access_auth, body_chunks, body_str, client_ip, json_body, post, query_int, query_str, services
+from .server import account_life, no_body
+from ..core.syntax import InvalidSyntax, parse_datetime
 
 SERVER = "/xrpc/com.atproto.server."
 REPO = "/xrpc/com.atproto.repo."
@@ -59,23 +61,34 @@ async def create_account(request: Request) -> dict:
     return {**tokens, "handle": account["handle"], "did": account["did"], "didDoc": account["didDoc"]}
 
 
+# the account's life for its owner (and for a move's end): services.account_life, via xrpc/server.py
+
+
 @post(SERVER + "activateAccount", status_code=200)
 async def activate_account(request: Request) -> None:
     ctx = await access_auth(request, full=True, scope=AccountAccess("status", "manage"))
-    await _migration(request).activate(ctx.did)
+    no_body(request)
+    await account_life(request).activate(ctx.did)
 
 
 @post(SERVER + "deactivateAccount", status_code=200)
 async def deactivate_account(request: Request) -> None:
     ctx = await access_auth(request, full=True, scope=AccountAccess("status", "manage"))
-    await json_body(request, required=False)  # deleteAfter is accepted and not acted on
-    await _migration(request).deactivate(ctx.did)
+    body = await json_body(request, required=False)
+    delete_after = body_str(body, "deleteAfter", required=False, max_len=64)
+    if delete_after is not None:
+        try:
+            parse_datetime(delete_after)
+        except InvalidSyntax:
+            raise InvalidRequest("Input/deleteAfter must be an valid atproto datetime") from None
+    await account_life(request).deactivate(ctx.did, delete_after)
 
 
 @post(SERVER + "requestAccountDelete", status_code=200)
 async def request_account_delete(request: Request) -> None:
     ctx = await access_auth(request, full=True)
-    await _migration(request).request_delete(ctx.did)
+    no_body(request)
+    await account_life(request).request_delete(ctx.did)
 
 
 @post(SERVER + "deleteAccount", status_code=200)
@@ -84,7 +97,7 @@ async def delete_account(request: Request) -> None:
     did = body_str(body, "did", max_len=2048)
     password = body_str(body, "password", max_len=1024)
     token = body_str(body, "token", max_len=100)
-    await _migration(request).delete_account(did, password, token)
+    await account_life(request).delete(did, password, token, client_ip(request))
 
 
 @post(REPO + "importRepo", status_code=200, request_max_body_size=None)

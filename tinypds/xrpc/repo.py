@@ -14,7 +14,8 @@ from litestar import Request, get
 
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
-from ..errors import AccountNotFound, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
+from ..errors import AccountNotFound, AuthenticationRequired, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
+from ..services.auth import is_service_jwt
 from ..services.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import access_auth, body_bool, body_chunks, body_str, json_body, post, query_int, query_str, services
@@ -255,10 +256,23 @@ def _minimal_did_doc(request: Request, account: Any) -> dict:
     return doc
 
 
+async def _upload_auth(request: Request) -> Any:
+    """uploadBlob alone also takes a user service-auth token the account minted for itself
+    (getServiceAuth, lxm uploadBlob): how the video service uploads a processed video back."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    svc = services(request)
+    if scheme.lower() == "bearer" and is_service_jwt(token.strip()):
+        if svc.auth is None or svc.account is None or svc.identity is None:
+            raise AuthenticationRequired("This server has no account yet")
+        return svc.auth.verify_user_service_auth(token.strip(), did=svc.account.did, lxm=NS[len("/xrpc/"):] + "uploadBlob",
+                                                 signing_key=svc.identity.signing_public_key)
+    return await access_auth(request)
+
+
 @post(NS + "uploadBlob", status_code=200, request_max_body_size=None)
 async def upload_blob(request: Request) -> dict:
     _writable(request)
-    ctx = await access_auth(request)
+    ctx = await _upload_auth(request)
     ctx.require(BlobUpload((request.headers.get("content-type") or "application/octet-stream").split(";", 1)[0].strip().lower()))
     svc = _account(request)
     blobs = svc.blobs

@@ -1,4 +1,5 @@
-"""com.atproto.server.*: describeServer, sessions, app passwords, checkAccountStatus.
+"""com.atproto.server.*: describeServer, sessions, app passwords, checkAccountStatus,
+getServiceAuth, and the email/password methods (services.account_life).
 
 One function per NSID; each parses its input, calls the auth service (which yields an
 AuthContext: who, with which scopes) and returns the lexicon's output shape. Never
@@ -75,6 +76,7 @@ async def create_session(request: Request) -> dict:
 @post(NS + "refreshSession", status_code=200)
 async def refresh_session(request: Request) -> dict:
     ctx = await refresh_auth(request)
+    no_body(request)
     account, tokens = await _auth_service(request).refresh_session(ctx)
     return session_view(account, tokens)
 
@@ -94,6 +96,7 @@ async def delete_session(request: Request) -> None:
     session is accepted too, since some clients send that."""
     auth = _auth_service(request)
     token = bearer_token(request)
+    no_body(request)
     try:
         ctx = await auth.verify_refresh(token)
     except InvalidToken:
@@ -128,23 +131,13 @@ async def revoke_app_password(request: Request) -> None:
 
 @get(NS + "checkAccountStatus")
 async def check_account_status(request: Request) -> dict:
+    """validDid: the DID document the directory serves NOW names this server and its key
+    (services.account_status.DidTruth: cached for minutes, learns the directory's newer ops)."""
     ctx = await access_auth(request)
     svc = services(request)
     account = await _auth_service(request).account_for(ctx)
-    return await account_status(svc.db, active=account.get("status") == "active", valid_did=_did_points_here(svc, ctx.did))
-
-
-def _did_points_here(svc: Any, did: str) -> bool:
-    """Does the account's DID document name this server as its PDS?"""
-    identity = svc.identity
-    if identity is None:
-        return False
-    try:
-        doc = identity.did_doc(did)
-    except Exception:  # an unreadable or foreign identity is simply not valid here
-        return False
-    endpoints = [s.get("serviceEndpoint") for s in doc.get("service", []) if s.get("id", "").endswith("#atproto_pds")]
-    return svc.settings.public_url in endpoints
+    valid = svc.identity is not None and await did_truth(request).valid(ctx.did)
+    return await account_status(svc.db, active=account.get("status") == "active", valid_did=valid)
 
 
 @get(NS + "getServiceAuth")
@@ -165,6 +158,97 @@ async def get_service_auth(request: Request) -> dict:
     return {"token": await proxy_service(request).get_service_auth(ctx, aud, lxm, exp)}
 
 
+# ---- email, password and the account's life (services.account_life; issue 14) ------------------
+
+
+def no_body(request: Request) -> None:
+    """A procedure with no input refuses any body (Content-Length > 0 or chunked framing), as
+    the reference's XRPC server does."""
+    length = (request.headers.get("content-length") or "").strip()
+    if request.headers.get("transfer-encoding") or (length not in ("", "0")):
+        raise InvalidRequest("A request body was provided when none was expected")
+
+
+def did_truth(request: Request) -> Any:
+    """The app's DidTruth (validDid, activation), made on first use and kept on app.state."""
+    state = request.app.state
+    truth = getattr(state, "did_truth", None)
+    if truth is None:
+        from ..services.account_status import DidTruth
+
+        svc = services(request)
+
+        def signing_key(did: str) -> str | None:
+            ident = svc.identity.identity() if svc.identity is not None else None
+            if ident is not None and ident.did == did:
+                return ident.signing_key
+            return svc.keys.get_key(did, "signing").public_key().did_key() if svc.keys is not None else None
+
+        truth = state.did_truth = DidTruth(svc.settings, svc.identity, signing_key)
+    return truth
+
+
+def account_life(request: Request) -> Any:
+    """The app's AccountLife (email, password, deactivate/activate/delete), made on first use."""
+    state = request.app.state
+    life = getattr(state, "account_life", None)
+    if life is None:
+        from ..services.account_life import AccountLife
+
+        svc = services(request)
+        life = state.account_life = AccountLife(
+            svc.settings, svc.db, svc.keys, _auth_service(request), did_truth=did_truth(request),
+            on_event=svc.notify_event, on_account_change=svc.attach_account)
+    return life
+
+
+@post(NS + "requestEmailConfirmation")
+async def request_email_confirmation(request: Request) -> None:
+    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    no_body(request)
+    await account_life(request).request_email_confirmation(ctx.did)
+
+
+@post(NS + "confirmEmail")
+async def confirm_email(request: Request) -> None:
+    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    body = await json_body(request)
+    email = body_str(body, "email", max_len=500)
+    token = body_str(body, "token", max_len=100)
+    await account_life(request).confirm_email(ctx.did, email, token)
+
+
+@post(NS + "requestEmailUpdate")
+async def request_email_update(request: Request) -> dict:
+    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    no_body(request)
+    return {"tokenRequired": await account_life(request).request_email_update(ctx.did)}
+
+
+@post(NS + "updateEmail")
+async def update_email(request: Request) -> None:
+    ctx = await access_auth(request, full=True)  # OAuth apps may not change it (the reference's rule)
+    body = await json_body(request)
+    email = body_str(body, "email", max_len=500)
+    token = body_str(body, "token", required=False, max_len=100)
+    factor = body_bool(body, "emailAuthFactor")
+    await account_life(request).update_email(ctx.did, email, token, factor)
+
+
+@post(NS + "requestPasswordReset")
+async def request_password_reset(request: Request) -> None:
+    body = await json_body(request)
+    await account_life(request).request_password_reset(body_str(body, "email", max_len=500))
+
+
+@post(NS + "resetPassword")
+async def reset_password(request: Request) -> None:
+    body = await json_body(request)
+    token = body_str(body, "token", max_len=100)
+    password = body_str(body, "password", max_len=10_000)
+    await account_life(request).reset_password(token, password)
+
+
 ROUTES = [
     describe_server,
     create_session,
@@ -176,4 +260,10 @@ ROUTES = [
     revoke_app_password,
     check_account_status,
     get_service_auth,
+    request_email_confirmation,
+    confirm_email,
+    request_email_update,
+    update_email,
+    request_password_reset,
+    reset_password,
 ]
