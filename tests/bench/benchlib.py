@@ -2,9 +2,9 @@
 runs it, the reference PDS found by its port, RSS from /proc, the machine's load, and the
 summary table (ranges over runs, ratios against the reference measured in the same run).
 
-`start_tinypds(..., python=, loop=)` spawns `tinypds serve` with any interpreter (e.g. a
-production venv without the test extras) and, for the uvloop A/B only, through serve_loop.py,
-which overrides uvicorn's `loop` setting; cwd is the repository, so this tree's code runs.
+`start_tinypds(..., python=, loop=, uvicorn=)` spawns `tinypds serve` with any interpreter (e.g.
+a production venv without the test extras) and, for A/B runs only, through serve_variant.py,
+which overrides uvicorn settings (loop, ws, ...); cwd is the repository, so this tree's code runs.
 """
 
 from __future__ import annotations
@@ -113,13 +113,15 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_tinypds(data: Path, *, python: str | None = None, loop: str | None = None,
+def start_tinypds(data: Path, *, python: str | None = None, loop: str | None = None, uvicorn: str | None = None,
                   extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Tinypds:
     """`tinypds serve --port 0` on 127.0.0.1 with a data dir; returns once /xrpc/_health answers 200.
-    loop=None runs the CLI as shipped; loop="uvloop"/"asyncio" overrides uvicorn's loop setting."""
+    With neither loop nor uvicorn the CLI runs as shipped; loop="uvloop"/"asyncio" overrides uvicorn's
+    loop setting, uvicorn="key=value,..." others (see serve_variant.py)."""
     data.mkdir(parents=True, exist_ok=True)
     head = [python or sys.executable]
-    head += [str(ROOT / "tests" / "bench" / "serve_loop.py"), loop] if loop else ["-m", "tinypds.cli"]
+    spec = ",".join(filter(None, [f"loop={loop}" if loop else "", uvicorn or ""]))
+    head += [str(ROOT / "tests" / "bench" / "serve_variant.py"), spec] if spec else ["-m", "tinypds.cli"]
     t0 = time.perf_counter()
     err = (data.parent / (data.name + ".stderr.log")).open("wb")
     proc = subprocess.Popen([*head, "--data", str(data), "serve", "--host", "127.0.0.1", "--port", "0", *(args or [])],

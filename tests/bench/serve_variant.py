@@ -1,9 +1,10 @@
-"""`tinypds serve` with uvicorn's event loop overridden, for the uvloop A/B of issue 13 only.
+"""`tinypds serve` with some of uvicorn's settings overridden, for A/B benchmarks (issue 13).
 
-    python tests/bench/serve_loop.py uvloop|asyncio --data DIR serve --port 0
+    python tests/bench/serve_variant.py loop=uvloop[,ws_per_message_deflate=false,...] --data DIR serve --port 0
 
-Replaces uvicorn.Config's `loop` argument before tinypds.http_serve builds it; everything else
-is the shipped CLI. This tree's tinypds is imported (not whatever the interpreter has installed).
+Replaces the named uvicorn.Config arguments (loop, http, ws, ws_per_message_deflate) before
+tinypds.http_serve builds its Config; everything else is the shipped CLI. This tree's tinypds
+is imported (not whatever the interpreter has installed).
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-LOOP = sys.argv.pop(1)
-if LOOP not in ("uvloop", "asyncio"):
-    raise SystemExit(f"loop must be uvloop or asyncio, not {LOOP!r}")
+ALLOWED = {"loop": str, "http": str, "ws": str, "ws_per_message_deflate": lambda v: v.lower() in ("1", "true", "on")}
+
+
+def parse(spec: str) -> dict:
+    out = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ALLOWED or not value:
+            raise SystemExit(f"bad override {item!r}: use {', '.join(ALLOWED)}=VALUE")
+        out[key] = ALLOWED[key](value)
+    return out
+
+
+OVERRIDES = parse(sys.argv.pop(1))
 
 import uvicorn  # noqa: E402
 
@@ -24,7 +36,7 @@ _Config = uvicorn.Config
 
 class Config(_Config):
     def __init__(self, *args, **kwargs):
-        kwargs["loop"] = LOOP
+        kwargs.update(OVERRIDES)
         super().__init__(*args, **kwargs)
 
 
