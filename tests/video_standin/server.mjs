@@ -19,7 +19,7 @@ import { IdResolver, getPds } from '@atproto/identity'
 
 const [plcUrl, workDir] = process.argv.slice(2)
 const SERVICE_DID = 'did:web:video.bsky.app'
-const idResolver = new IdResolver({ plcUrl })
+const idResolver = new IdResolver({ plcUrl, fetch: globalThis.fetch }) // plain fetch: the PLC is on loopback (the default refuses http and private addresses)
 const getSigningKey = async (iss, forceRefresh) => {
   const did = iss.split('#')[0]
   const atp = await idResolver.did.resolveAtprotoData(did, forceRefresh)
