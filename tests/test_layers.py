@@ -17,6 +17,7 @@ FORBIDDEN = {
     "store": {"services", "xrpc", "app", "cli"},
     "services": {"xrpc", "app", "cli"},
     "xrpc": {"store", "app", "cli"},
+    "pages": {"store", "xrpc", "app", "cli"},
     "config": {"core", "store", "services", "xrpc", "app", "cli", "errors"},
     "errors": {"core", "store", "services", "xrpc", "app", "cli", "config"},
     "http_serve": {"core", "store", "services", "cli"},

@@ -21,6 +21,7 @@ from . import errors
 from .config import Settings
 from .services.container import AppServices, attach_account, close_services, open_services
 from .xrpc import ROUTES
+from . import pages  # the owner's pages and the OAuth pages (templates load on the first page)
 from .xrpc.oauth import dpop_nonce_header
 from .xrpc.routing import ClientDisconnected
 
@@ -121,6 +122,7 @@ def create_app(
         route_handlers=[*ROUTES, *([metrics_route(metrics)] if metrics is not None else [])],
         middleware=[metrics.middleware] if metrics is not None else [],
         exception_handlers={Exception: xrpc_exception_handler},
+        template_config=pages.template_config(),
         before_send=[dpop_nonce_header],  # DPoP-Nonce on answers to OAuth (DPoP) requests
         lifespan=[lifespan],
         request_max_body_size=settings.max_request_bytes,
@@ -131,4 +133,6 @@ def create_app(
         debug=False,
     )
     app.state.settings = settings
+    for handler in pages.routes():
+        app.register(handler)
     return app

@@ -218,12 +218,15 @@ def test_account_page_lists_and_revokes_apps(client, pds):
     page = client.http.get("/account")
     assert page.status_code == 200 and 'type="password"' in page.text and "frame-ancestors 'none'" in page.headers["content-security-policy"]
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-    signed = client.http.post("/account", data={"csrf": csrf, "action": "signin", "password": pds.password})
-    assert signed.status_code == 200 and "Loopback development client" in signed.text and "Revoke" in signed.text
-    revoked = client.http.post("/account", data={"csrf": csrf, "action": "revoke", "client_id": CLIENT_ID})
+    signed = client.http.post("/account/signin", data={"csrf": csrf, "password": pds.password})
+    assert signed.status_code == 303
+    page = client.http.get("/account")
+    assert "Loopback development client" in page.text and "Revoke" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    revoked = client.http.post("/account/apps/revoke", data={"csrf": csrf, "client_id": CLIENT_ID})
     assert revoked.status_code == 303
     after = client.http.get("/account")
-    assert "No apps are authorized." in after.text
+    assert "No apps are connected." in after.text
     r = client.xrpc("POST", "com.atproto.repo.createRecord", json={"repo": pds.did, "collection": "com.example.note", "record": NOTE})
     assert r.status_code == 401
 

@@ -25,14 +25,43 @@ def _date(ts: Any) -> str:
     return fmt_date(ts)
 
 
+class LazyJinja:
+    """Litestar's Jinja engine, made on the first page rendered: an idle server never imports
+    jinja2 (the XRPC API needs no templates). Follows litestar's TemplateEngineProtocol."""
+
+    def __init__(self, directory: Any = None, engine_instance: Any = None) -> None:
+        self._directory = directory
+        self._engine: Any = None
+        self._callables: list[tuple[str, Any]] = []
+
+    def _real(self) -> Any:
+        if self._engine is None:
+            from litestar.plugins.jinja import JinjaTemplateEngine
+
+            engine = JinjaTemplateEngine(directory=self._directory)
+            engine.engine.filters["date"] = _date
+            for key, fn in self._callables:
+                engine.register_template_callable(key, fn)
+            self._engine = engine
+        return self._engine
+
+    def get_template(self, template_name: str) -> Any:
+        return self._real().get_template(template_name)
+
+    def render_string(self, template_string: str, context: Any) -> str:
+        return self._real().render_string(template_string, context)
+
+    def register_template_callable(self, key: str, template_callable: Any) -> None:
+        if self._engine is not None:
+            self._engine.register_template_callable(key, template_callable)
+        else:
+            self._callables.append((key, template_callable))
+
+
 def template_config() -> Any:
-    from litestar.plugins.jinja import JinjaTemplateEngine
     from litestar.template.config import TemplateConfig
 
-    def setup(engine: Any) -> None:
-        engine.engine.filters["date"] = _date
-
-    return TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=setup)
+    return TemplateConfig(directory=TEMPLATES, engine=LazyJinja)
 
 
 def _static(name: str) -> Response:

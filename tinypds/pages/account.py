@@ -33,12 +33,9 @@ def fmt_date(ts: Any) -> str:
 
 
 def oauth_service(request: Request) -> Any:
-    svc = services(request)
-    if svc.oauth is None and svc.db is not None:
-        from ..services.oauth.server import OAuthService
+    from ..services.oauth.permission_sets import oauth_service as build
 
-        svc.oauth = OAuthService(svc.db, issuer=svc.settings.public_url)
-    return svc.oauth
+    return build(services(request))
 
 
 def _no_account(request: Request) -> Template:

@@ -19,18 +19,10 @@ from .common import PageRefused, page_sessions, refused, render, services, sessi
 
 
 def account_life(request: Request) -> Any:
-    """The AccountLife service: the app's when it has one, else one made here and kept on app.state."""
+    """The app's AccountLife (shared with the XRPC methods), made on first use."""
     svc = services(request)
-    life = getattr(svc, "account_life", None)
-    if life is None:
-        life = getattr(request.app.state, "account_life", None)
-    if life is None:
-        from ..services.account_life import AccountLife
-
-        notify = getattr(svc, "notify_event", None)
-        life = AccountLife(svc.settings, svc.db, svc.keys, svc.auth, on_event=notify, on_account_change=svc.attach_account)
-        request.app.state.account_life = life
-    return life
+    life = getattr(svc, "account_life", None)  # a test harness may hand one in
+    return life if life is not None else account_page.account_life_for(svc, request.app.state)
 
 
 def _confirmed(fields: dict[str, str], request: Request) -> None:

@@ -129,3 +129,26 @@ def invite_ok(db: Any, service_did: str, code: str) -> bool:
     except Exception:  # noqa: BLE001  (InvalidInviteCode)
         return False
     return True
+
+
+def account_life_for(svc: Any, state: Any) -> Any:
+    """The app's AccountLife and DidTruth, kept on `state` (app.state) under the same names
+    xrpc/server.py uses, so the page and the XRPC methods share one of each."""
+    truth = getattr(state, "did_truth", None)
+    if truth is None:
+        from .account_status import DidTruth
+
+        def signing_key(did: str) -> str | None:
+            ident = svc.identity.identity() if svc.identity is not None else None
+            if ident is not None and ident.did == did:
+                return ident.signing_key
+            return svc.keys.get_key(did, "signing").public_key().did_key() if svc.keys is not None else None
+
+        truth = state.did_truth = DidTruth(svc.settings, svc.identity, signing_key)
+    life = getattr(state, "account_life", None)
+    if life is None:
+        from .account_life import AccountLife
+
+        life = state.account_life = AccountLife(svc.settings, svc.db, svc.keys, svc.auth, did_truth=truth,
+                                                on_event=svc.notify_event, on_account_change=svc.attach_account)
+    return life

@@ -108,6 +108,10 @@ async def open_services(settings: Settings) -> AppServices:
             access_ttl=settings.access_token_seconds,
             refresh_ttl=settings.refresh_token_seconds,
         )
+        from .twofactor import TwoFactorService, rp_from_public_url  # nacl only; pyotp/webauthn load on first use
+
+        rp_id, origin = rp_from_public_url(settings.public_url)
+        svc.auth.twofactor = TwoFactorService(svc.db, svc.keys, seal_did=settings.service_did, rp_id=rp_id, origin=origin)
         svc.blobs = BlobService(svc.db, settings)
         await svc.blobs.start()  # startup blob GC, then a periodic GC task (stopped by aclose)
         attach_account(svc)

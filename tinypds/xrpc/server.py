@@ -64,12 +64,12 @@ async def create_session(request: Request) -> dict:
     body = await json_body(request)
     identifier = body_str(body, "identifier", max_len=2048)
     password = body_str(body, "password", max_len=1024)
-    body_str(body, "authFactorToken", required=False)
+    factor = body_str(body, "authFactorToken", required=False, max_len=64)  # TOTP or recovery code (2FA on)
     body_bool(body, "allowTakendown")
     if not identifier.strip() or not password:
         raise InvalidRequest("identifier and password must not be empty")
     auth = _auth_service(request)
-    account, tokens = await auth.create_session(identifier.strip(), password, client_ip(request))
+    account, tokens = await auth.create_session(identifier.strip(), password, client_ip(request), auth_factor_token=factor)
     return session_view(account, tokens)
 
 

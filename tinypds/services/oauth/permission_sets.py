@@ -238,3 +238,13 @@ def for_app(svc: Any) -> PermissionSetResolver:
     return PermissionSetResolver(dns_txt=resolver.handles._dns_txt, dids=resolver.dids,
                                  local_did=lambda: svc.account.did if svc.account is not None else None,
                                  local_record=local_record)
+
+
+def oauth_service(svc: Any) -> Any:
+    """The app's OAuthService (with permission sets), built on first use and kept on `svc`."""
+    if svc.oauth is None and svc.db is not None:
+        from .server import OAuthService
+
+        svc.oauth = OAuthService(svc.db, issuer=svc.settings.public_url,
+                                 permission_sets=for_app(svc) if svc.identity is not None else None)
+    return svc.oauth
