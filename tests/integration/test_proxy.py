@@ -254,6 +254,15 @@ def test_compressed_responses_pass_unchanged(lab):
     assert r.json()["headers"]["accept-encoding"] == "gzip"
 
 
+def test_proxied_answers_are_private(lab):
+    """As the reference marks them: Cache-Control: private and Vary: Authorization (issue 14)."""
+    with lab.client() as c:
+        for r in (c.get("/xrpc/app.bsky.feed.getTimeline"),
+                  c.get("/xrpc/app.bsky.test.fail", params={"status": "404", "error": "NotFound"})):
+            assert r.headers["cache-control"] == "private", r.headers
+            assert "authorization" in [v.strip().lower() for v in ",".join(r.headers.get_list("vary")).split(",")]
+
+
 def test_upstream_errors_pass_through(lab):
     with lab.client() as c:
         r = c.get("/xrpc/app.bsky.test.fail", params={"status": "404", "error": "NotFound"})
@@ -305,9 +314,12 @@ def test_app_password_rules_follow_the_reference(lab):
     with lab.client("priv") as c:
         assert c.get("/xrpc/chat.bsky.convo.listConvos").status_code == 200
     with lab.client() as c:
-        for nsid in ("com.atproto.admin.sendEmail", "com.atproto.server.requestEmailUpdate"):
-            r = c.post(f"/xrpc/{nsid}", json={}, headers={"atproto-proxy": f"{lab.other.did}#my_appview"})
-            assert_xrpc_error(r, 400, "InvalidToken")
+        r = c.post("/xrpc/com.atproto.admin.sendEmail", json={}, headers={"atproto-proxy": f"{lab.other.did}#my_appview"})
+        assert_xrpc_error(r, 400, "InvalidToken")
+        # served here since issue 14: answered locally whatever the atproto-proxy header says
+        r = c.post("/xrpc/com.atproto.server.requestEmailUpdate", json={},
+                   headers={"atproto-proxy": f"{lab.other.did}#my_appview"})
+        assert_xrpc_error(r, 400, "InvalidRequest")
     assert not any(e["nsid"].startswith("com.atproto.") for e in lab.other.received)
 
 

@@ -58,6 +58,9 @@ _REQUEST_HEADERS = ("accept-language", "atproto-accept-labelers", "x-bsky-topics
 _BODY_HEADERS = ("content-type", "content-encoding", "content-length")
 _RESPONSE_CONTENT_HEADERS = ("content-length", "content-encoding", "content-type", "content-language")
 _RESPONSE_HEADERS = ("atproto-repo-rev", "atproto-content-labelers", "retry-after")
+# a proxied answer is for this caller only, as the reference PDS marks it: no shared cache
+# may keep it, and a private one must key it by the credential
+PRIVATE_HEADERS = {"cache-control": "private", "vary": "Authorization"}
 _ERROR_NAMES = {400: "InvalidRequest", 401: "AuthenticationRequired", 403: "Forbidden", 404: "NotFound",
                 413: "PayloadTooLarge", 429: "RateLimitExceeded", 502: "UpstreamFailure",
                 503: "NotEnoughResources", 504: "UpstreamTimeout"}
@@ -301,6 +304,7 @@ class ProxyService:
         if response.status_code >= 400:
             raise await self._upstream_error(response)
         passed = {n: response.headers[n] for n in (*_RESPONSE_CONTENT_HEADERS, *_RESPONSE_HEADERS) if n in response.headers}
+        passed.update(PRIVATE_HEADERS)
         return Forwarded(response.status_code, passed, self._relay(response, target), response)
 
     async def _relay(self, response: httpx.Response, target: Target) -> AsyncIterator[bytes]:
@@ -323,6 +327,7 @@ class ProxyService:
     async def _upstream_error(self, response: httpx.Response) -> UpstreamError:
         status = 502 if response.status_code == 500 else response.status_code
         kept = {n: response.headers[n] for n in _RESPONSE_HEADERS if n in response.headers}
+        kept.update(PRIVATE_HEADERS)
         error, message = None, None
         try:
             ctype = response.headers.get("content-type", "")
