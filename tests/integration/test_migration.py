@@ -179,6 +179,9 @@ def test_tinypds_to_reference_pds(lab, tmp_path, servers):
     assert out.returncode == 0, out.stdout + out.stderr
     assert_arrived(before, ref_url, handle)
     assert_deactivated(acct.url, did)
+    # tinypds tells the truth afterwards: its local PLC log learned the op the move submitted
+    status = new_status(acct.url, did)
+    assert status["activated"] is False and status["validDid"] is False, status
 
 
 # ---- failure injection: the account stays usable on the old side, a re-run finishes -----------
