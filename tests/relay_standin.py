@@ -216,6 +216,7 @@ class RelayStandIn:
             if not event.get("more_body"):
                 break
         query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        self.request_headers = dict(scope["headers"])  # for subclasses that check auth (one request at a time)
         if scope["path"] == "/.well-known/atproto-did":  # a handle host that answers with what the test says
             host = dict(scope["headers"]).get(b"host", b"").decode().split(":")[0]
             did = self.well_known.get(host)

@@ -298,3 +298,44 @@ def test_the_dns_check_runs_in_a_child_process_and_says_no_record(monkeypatch):
     bad = asyncio.run(probe_handle("alice.no-such-name.invalid", DID,
                                    well_known_url=lambda h: "http://127.0.0.1:9/.well-known/atproto-did"))
     assert not bad.ok and "no TXT record at _atproto.alice.no-such-name.invalid" in bad.reason
+
+
+def test_an_appview_that_wants_service_auth_gets_a_token_signed_with_our_key(env):
+    import time as _time
+
+    from tinypds.core.jwt import JwtError, verify_service_auth
+
+    from .repo_helpers import fixed_key
+
+    class AuthAppView(RelayStandIn):
+        """getProfile/getPosts only with a valid service-auth JWT (iss our DID, aud its DID, lxm the method)."""
+        seen: list = []
+
+        def _handle(self, method, path, q, body):
+            nsid = path.removeprefix("/xrpc/")
+            auth = self.request_headers.get(b"authorization", b"").decode()
+            if not auth.startswith("Bearer "):
+                self.seen.append((nsid, "anonymous"))
+                return 401, {"error": "AuthMissing", "message": "Authentication Required"}
+            try:
+                verify_service_auth(auth[7:], lambda iss: fixed_key(DID).public_key() if iss == DID else {}[iss],
+                                    "did:web:appview.test", nsid, int(_time.time()))
+            except JwtError as exc:
+                return 401, {"error": "BadJwt", "message": str(exc)}
+            self.seen.append((nsid, "authed"))
+            if nsid == "app.bsky.actor.getProfile":
+                return 200, {"did": q["actor"], "handle": "alice.test"}
+            return 200, {"posts": [{"uri": q["uris"]}]}
+
+    av = AuthAppView().start()
+    try:
+        post(env)
+        settings = Settings(data_dir=env.dir, hostname=HOST, relays=(), appview_url=av.url,
+                            appview_did="did:web:appview.test", health_interval=60)
+        w = HealthWatcher(settings, env.db, firehose=Subs(), keys=env.keys, probe_timeout=3)
+        a = asyncio.run(w.check_now()).appview
+    finally:
+        av.close()
+    assert (a.state, a.handle_valid, a.handle_shown, a.latest_post_indexed) == ("ok", True, "alice.test", True)
+    assert AuthAppView.seen == [("app.bsky.actor.getProfile", "anonymous"), ("app.bsky.actor.getProfile", "authed"),
+                                ("app.bsky.feed.getPosts", "anonymous"), ("app.bsky.feed.getPosts", "authed")]
