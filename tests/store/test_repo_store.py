@@ -152,3 +152,28 @@ def test_list_collections_and_mst_order(db):
     assert db.read(records_db.list_collections) == ["a.b", "a.b.c", "a.bb"]
     # MST order is bytewise on "collection/rkey": "a.b.c/x" < "a.b/x" < "a.bb/y"
     assert [k for k, _ in db.read(lambda c: list(records_db.iter_index_in_mst_order(c)))] == ["a.b.c/x", "a.b/x", "a.bb/y"]
+
+
+def test_blob_refs_fast_path_agrees_with_the_decoder():
+    """store.repo.blob_refs skips the decode for canonical blob refs; every shape gives what
+    dagcbor.iter_blob_refs finds (current refs, legacy refs, the word in text, bytes, nesting)."""
+    from tinypds.core.cid import CID, cid_for_raw
+    from tinypds.store.repo import blob_refs
+
+    a, b = cid_for_raw(b"a"), cid_for_raw(b"b")
+
+    def ref(c, size=1234, mime="image/jpeg"):
+        return {"$type": "blob", "ref": c, "mimeType": mime, "size": size}
+
+    records = [
+        {"$type": "app.bsky.feed.post", "text": "hi", "embed": {"images": [{"image": ref(a)}, {"image": ref(b, 2**40)}]}},
+        {"$type": "app.bsky.feed.post", "text": "mimeType in the text", "embed": {"image": ref(a)}},
+        {"$type": "x.legacy", "img": {"cid": str(b), "mimeType": "image/png"}, "other": ref(a, 7)},
+        {"$type": "x.bytes", "raw": b"mimeType", "blob": ref(b, 0)},
+        {"$type": "x.nested", "a": [[{"b": {"c": ref(a), "d": ref(a)}}]]},
+        {"$type": "x.none", "text": "no refs here"},
+    ]
+    for rec in records:
+        data = dagcbor.encode(rec)
+        want = sorted({CID(c) for c, _, _ in dagcbor.iter_blob_refs(dagcbor.decode(data))})
+        assert blob_refs(data) == want, rec

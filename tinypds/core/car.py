@@ -108,6 +108,14 @@ class CarParser:
                 return out
             self.roots = self._parse_header(bytes(buf[p : p + hlen]))
             pos = p + hlen
+        # parse from an immutable copy (slices are then one copy each), but only once it holds
+        # a whole block: small chunks of a big block keep accumulating in the bytearray
+        r = _try_varint(buf, pos)
+        if r is None or (0 < r[0] <= self.max_block and len(buf) < r[1] + r[0]):
+            if pos:
+                del buf[:pos]
+            return out
+        buf = bytes(buf)
         n = len(buf)
         verify = self.verify
         sha256 = hashlib.sha256
@@ -126,9 +134,9 @@ class CarParser:
             end = p + blen
             # fast path: a 36-byte CIDv1 sha2-256 (dag-cbor or raw), the shape atproto writes
             if 36 < blen <= self.max_block and end <= n and buf[p] == 1 and buf[p + 2] == 0x12 and buf[p + 3] == 0x20 and buf[p + 1] in _FAST_CODECS:
-                data = bytes(buf[p + 36 : end])
+                data = buf[p + 36 : end]
                 if verify and sha256(data).digest() != buf[p + 4 : p + 36]:
-                    raise CarError(f"block {CID(bytes(buf[p : p + 36]))} does not match its hash (corrupt data)")
+                    raise CarError(f"block {CID(buf[p : p + 36])} does not match its hash (corrupt data)")
                 out.append((new_cid(CID, buf[p : p + 36]), data))
                 self.blocks_read += 1
                 pos = end
@@ -139,7 +147,7 @@ class CarParser:
                 raise CarError(f"block of {blen} bytes exceeds the {self.max_block}-byte limit (corrupt length?)")
             if n < p + blen:
                 break
-            section = bytes(buf[p : p + blen])
+            section = buf[p : p + blen]
             try:
                 clen = cid_length(section)
             except ValueError as exc:
@@ -154,8 +162,7 @@ class CarParser:
             out.append((cid, data))
             self.blocks_read += 1
             pos = p + blen
-        if pos:
-            del buf[:pos]
+        self._buf = bytearray(buf[pos:])
         return out
 
     def close(self) -> None:

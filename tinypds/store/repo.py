@@ -9,6 +9,7 @@ block is dropped too, so the blocks table holds exactly the current repo.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from ..core import dagcbor
@@ -54,10 +55,23 @@ def split_path(path: str) -> tuple[str, str]:
     return collection, rkey
 
 
+# A blob ref as canonical DAG-CBOR: {ref: cid, size: n, $type: "blob", mimeType: ...} (keys by
+# length, then bytewise). Each match holds one "mimeType"; when every occurrence of it in a
+# record is inside a match, the matches are all the record's blob refs and the decode is
+# skipped (~1 us instead of ~40 us; imports scan ~70k such records per 1M). Anything else
+# (the legacy {cid, mimeType} shape, other key orders, the word in text) takes the decode.
+_BLOB_REF = re.compile(
+    rb"\xa4\x63ref\xd8\x2a\x58\x25\x00(\x01\x55\x12\x20.{32})\x64size(?:[\x00-\x17]|\x18.|\x19..|\x1a....|\x1b.{8})"
+    rb"\x65\$type\x64blob\x68mimeType", re.S)
+
+
 def blob_refs(record_data: bytes) -> list[CID]:
     """CIDs of the blobs a record (DAG-CBOR bytes) references, deduplicated and sorted."""
     if b"mimeType" not in record_data:  # both blob ref shapes carry mimeType: skip the decode
         return []
+    found = _BLOB_REF.findall(record_data)
+    if len(found) == record_data.count(b"mimeType"):
+        return sorted({bytes.__new__(CID, c) for c in found})
     try:
         obj = dagcbor.decode(record_data, strict=False)
     except dagcbor.DagCborError:
