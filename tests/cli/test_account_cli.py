@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,34 @@ def test_verify_uses_the_did_documents_public_key_and_no_private_key(data, tmp_p
         assert "OK" in out.stdout and "signature checked with did:key:" in out.stdout
     finally:
         (tmp_path / "keys.json.away").rename(data / "keys.json")
+
+
+def test_the_readme_dev_account_from_serve(tmp_path):
+    """`tinypds serve` exactly as the README starts it (no settings at all, a headless
+    machine): afterwards `status` finds its keys and knows its dev identity, `verify` passes."""
+    import time
+
+    data = tmp_path / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tinypds.cli", "--data", str(data), "serve", "--port", str(port)],
+                            cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if not line or line.startswith("tinypds listening on"):
+                break
+        assert any("LOCAL DEV ACCOUNT" in x for x in lines), "".join(lines)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    out = cli(data, "status", "--timeout", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "signing key present" in out.stdout and "MISSING" not in out.stdout, out.stdout
+    assert "kept locally only" in out.stdout and "not checked (dev .test handle)" in out.stdout, out.stdout
+    out = cli(data, "verify")
+    assert out.returncode == 0 and out.stdout.rstrip().endswith("OK"), out.stdout + out.stderr
