@@ -160,6 +160,8 @@ def test_reference_pds_to_tinypds(lab, servers):
     after.create("app.bsky.feed.post", {"text": "hello from tinypds", "createdAt": "2026-01-01T00:00:00.000Z"})
     status = after.http.get(XRPC + "com.atproto.server.checkAccountStatus").json()
     assert status["activated"] and status["validDid"] and status["indexedRecords"] == 11
+    # the old account's email came along (no --email given), not yet confirmed here
+    assert (after.session.get("email"), after.session.get("emailConfirmed")) == (f"{handle}@example.com", False)
 
 
 def test_tinypds_to_reference_pds(lab, tmp_path, servers):
