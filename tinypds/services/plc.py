@@ -349,51 +349,11 @@ class PlcService:
             self.on_event()
         return new_state
 
-    # -- learning what others submitted (after a move out, a recovery-key fork, ...) --
     async def learn_from_directory(self, did: str) -> PlcState | None:
-        """Fetch the directory's audit log, verify it op by op (core.plc_audit: every CID,
-        every signature against the keys valid at its prev, the nullified flags), and append
-        the canonical ops the local log lacks. Returns the directory's verified current state,
-        or None for a DID kept in the local log only. PlcLogError if the directory's log does
-        not verify or no longer starts with the local one (nothing is written then)."""
-        ident = self.identity(did)
-        if not ident.plc_url:
-            return None
-        entries = await self.client(ident.plc_url).get_audit_log(did)
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise PlcLogError("the directory's audit log is not a list of entries")
-        try:
-            state = core_plc.verify_audit_log(did, entries)
-        except PlcError as exc:
-            raise PlcLogError(f"the directory's audit log of {did} does not verify: {exc}") from None
-        canonical = [e for e in entries if not e.get("nullified")]
-        if len(canonical) <= len(self.ops(did)):
-            return state  # nothing new (the common case: no write)
-        added: list[str] = []
+        """The directory's newer ops, verified, appended to the local log (services.plc_learn)."""
+        from .plc_learn import learn_from_directory
 
-        def txn(conn: Any) -> None:
-            local = [r.cid for r in identity_db.plc_ops(conn, did)]
-            if [e["cid"] for e in canonical[: len(local)]] != local:
-                raise PlcLogError(f"the directory's history of {did} no longer starts with the local log "
-                                  "(a rotation key rewrote it); the local log was left as it is")
-            for e in canonical[len(local):]:
-                identity_db.append_plc_op(conn, did, e["cid"], e["operation"], str(e["createdAt"]))
-                added.append(e["cid"])
-            account = accounts_db.get_account(conn, did)
-            handle = state.handle()
-            if account is not None and handle and account.handle != handle:
-                accounts_db.set_handle(conn, did, handle)
-                if account.status == "active":
-                    record_identity_event(conn, did, handle, utc_now_iso(self._clock))
-                    added.append("#identity")
-
-        async with self._lock:
-            await self.db.awrite(txn)
-        log.info("learned %d PLC operation(s) of %s from %s", len([a for a in added if a != "#identity"]), did,
-                 ident.plc_url)
-        if "#identity" in added and self.on_event is not None:
-            self.on_event()
-        return state
+        return await learn_from_directory(self, did)
 
     # -- single-use tokens (requestPlcOperationSignature) --
     async def mint_token(self, did: str, purpose: str = PLC_TOKEN_PURPOSE) -> str:
