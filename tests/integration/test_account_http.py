@@ -157,6 +157,11 @@ def test_deactivate_activate_and_delete(pds):
     post = lambda nsid, **kw: httpx.post(pds.url + "/xrpc/com.atproto.server." + nsid, **kw)  # noqa: E731
     status = httpx.get(pds.url + "/xrpc/com.atproto.server.checkAccountStatus", headers=auth).json()
     assert status["activated"] is True and status["validDid"] is True
+    r = post("deactivateAccount", headers=auth, json={"deleteAfter": "next tuesday"})
+    assert r.status_code == 400 and "deleteAfter" in r.json()["message"], r.text
+    r = post("deactivateAccount", headers={**auth, "Content-Type": "text/plain"}, content=b"x")  # not JSON
+    assert r.status_code == 400, r.text
+    assert httpx.get(pds.url + "/xrpc/com.atproto.server.getSession", headers=auth).json()["active"] is True
     r = post("deactivateAccount", headers=auth, json={"deleteAfter": "2030-01-01T00:00:00.000Z"})
     assert r.status_code == 200, r.text
     got = httpx.get(pds.url + "/xrpc/com.atproto.server.getSession", headers=auth).json()
