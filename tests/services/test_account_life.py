@@ -217,3 +217,14 @@ def test_mailer_sends_through_a_real_smtp_sink(env):
     # the sink is gone: a clear upstream failure, not a hang or a 500
     with pytest.raises(errors.UpstreamFailure):
         asyncio.run(life.request_email_confirmation(DID))
+
+
+def test_mails_are_rate_limited_per_purpose(env):
+    life, _ = _life(env)
+    for _ in range(15):
+        asyncio.run(life.request_password_reset(EMAIL))
+    with pytest.raises(errors.RateLimitExceeded):
+        asyncio.run(life.request_password_reset(EMAIL))
+    asyncio.run(life.request_email_confirmation(DID))  # another purpose is not held up
+    life.clock.t += 3601
+    asyncio.run(life.request_password_reset(EMAIL))

@@ -28,11 +28,13 @@ from ..store import repo as repo_db
 from . import passwords
 from .email import EmailTokens, Mailer
 from .repo import iso_now
+from .throttle import FailureThrottle
 
 log = logging.getLogger("tinypds.account")
 
 NEW_PASSWORD_MAX_LENGTH = 256  # the reference's limits
 OLD_PASSWORD_MAX_LENGTH = 512
+MAILS_PER_HOUR = 15  # per purpose (the reference: 15 password resets an hour)
 _EMAIL_RE = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
 
 
@@ -104,6 +106,7 @@ class AccountLife:
         self.did_truth = did_truth
         self.clock = clock
         self._lock = asyncio.Lock()
+        self._mails = FailureThrottle(MAILS_PER_HOUR, 3600, clock)
 
     # ---- helpers ------------------------------------------------------------------------------
     def account(self, did: str) -> accounts_db.AccountRow:
@@ -119,6 +122,11 @@ class AccountLife:
             self.on_event()
 
     async def _mail(self, row: accounts_db.AccountRow, purpose: str, to: str | None = None) -> None:
+        # each request replaces the outstanding token and may send a mail: bounded, as the
+        # reference's rate limits (requestPasswordReset needs no sign-in at all)
+        if self._mails.blocked(purpose):
+            raise errors.RateLimitExceeded("Too many emails requested; try again later")
+        self._mails.record(purpose)
         token = await self.tokens.mint(row.did, purpose)
         await self.mailer.send_token(to or row.email, purpose, token, row.handle)
 
