@@ -141,8 +141,16 @@ def test_offline_password_ends_every_session(env):
     _, auth = _life(env)
     asyncio.run(auth.create_session(DID, PASSWORD, "1.2.3.4"))
     asyncio.run(auth.create_session(DID, PASSWORD, "1.2.3.5"))
+    env.db.write(lambda c: c.execute(  # an OAuth app's session, and a remembered sign-in device
+        "INSERT INTO oauth_session (id, did, client_id, client_auth, dpop_jkt, scope, created_at, updated_at, "
+        "expires_at, refresh_hash, refresh_expires_at, access_hash, access_expires_at) "
+        "VALUES ('s1', ?, 'https://app.example/client.json', 'none', 'jkt', 'atproto', 0, 0, 9e9, 'r', 9e9, 'a', 9e9)",
+        (DID,)))
+    env.db.write(lambda c: c.execute("INSERT INTO oauth_device VALUES ('dev', ?, 0, 9999999999)", (DID,)))
     did, ended = set_password_offline(env.db, "offline password")
-    assert (did, ended) == (DID, 2)
+    assert (did, ended) == (DID, 3)
+    assert env.db.read(lambda c: c.execute("SELECT (SELECT count(*) FROM oauth_session) + "
+                                           "(SELECT count(*) FROM oauth_device)").fetchone()[0]) == 0
     asyncio.run(auth.create_session(DID, "offline password", "1.2.3.4"))
 
 

@@ -61,7 +61,7 @@ def set_password_offline(db: Any, password: str) -> tuple[str, int]:
         if row is None or row.status == "deleted":
             raise errors.AccountNotFound("this database holds no account")
         accounts_db.set_password_hash(conn, row.did, password_hash)
-        return row.did, auth_db.delete_sessions(conn, row.did, all_sessions=True)
+        return row.did, auth_db.end_every_session(conn, row.did)
 
     return db.write(txn)
 
@@ -201,7 +201,7 @@ class AccountLife:
         def txn(conn: Any) -> int:
             self.tokens.check(conn, row.did, "reset_password", token)
             accounts_db.set_password_hash(conn, row.did, password_hash)
-            return auth_db.delete_sessions(conn, row.did, all_sessions=True)
+            return auth_db.end_every_session(conn, row.did)
 
         ended = await self.db.awrite(txn)
         log.info("password reset by token for %s; %d session(s) ended", row.did, ended)

@@ -84,6 +84,18 @@ def delete_sessions(conn: Conn, did: str, app_password_name: str | None = None, 
     return conn.changes()
 
 
+def end_every_session(conn: Conn, did: str) -> int:
+    """After a password change: the account's password/app-password sessions, its OAuth
+    sessions and its remembered OAuth sign-in devices all go. Returns how many sessions ended."""
+    ended = delete_sessions(conn, did, all_sessions=True)
+    for table in ("oauth_session", "oauth_device"):
+        if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone():
+            conn.execute(f"DELETE FROM {table} WHERE did = ?", (did,))
+            if table == "oauth_session":
+                ended += conn.changes()
+    return ended
+
+
 def delete_expired_sessions(conn: Conn, now: int) -> int:
     conn.execute("DELETE FROM session WHERE expires_at <= ?", (now,))
     return conn.changes()
