@@ -174,11 +174,16 @@ def test_bad_input_is_refused_and_database_untouched(tmp_path, repo_car, existin
             asyncio.run(env.repo.create_record("app.bsky.feed.post", {"$type": "app.bsky.feed.post", "text": "keep"}, rkey="keep"))
         before = snapshot(env.db)
         export_before = export_bytes(env.db) if env.repo is not None else None
+
+        def schema(conn):  # a full import drops and rebuilds indexes: a rollback must restore them
+            return conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name").fetchall()
+        schema_before = env.db.read(schema)
         for name, (data, pattern) in _bad_cases(root, blocks).items():
             with pytest.raises(RepoIOError, match=pattern) as info:
                 import_car(env.db, io.BytesIO(data), did_key=CAR_DID_KEY, keys=env.keys)
             assert "\n" not in str(info.value), name
             assert snapshot(env.db) == before, name
+            assert env.db.read(schema) == schema_before, name
         if export_before is not None:
             assert export_bytes(env.db) == export_before
             verify_stored(env.db, keys=env.keys)

@@ -1,12 +1,12 @@
 """Repo CAR import and deep verification (export: repo_export, re-exported here), memory flat in repo size.
 
 No HTTP types, no SQL (store.*). Import runs in ONE write transaction on the writer thread:
-blocks stream from the CAR into SQLite (hash-checked, duplicates refused, sorted batches),
-then the commit is checked and the MST verified by a streaming walk (core.mst.verify_tree)
-over the SQLite blocks while the record index is rebuilt; any problem raises RepoIOError
-(one line) and rolls everything back. Export walks the tree from one read snapshot:
-commit, then each MST node followed by its entries' records and subtrees (key order).
-Tricky bits: into an empty data dir the repo is kept exactly as signed (an offline copy);
+a full import empties the blocks table, drops its CID index and appends the CAR's blocks
+(hash-checked; blob refs staged by block id), builds the index in one sorted pass
+(duplicates refused), checks the commit, then verifies the MST by a streaming walk
+(core.mst.verify_tree) over SQLite while the record index is rebuilt; any problem raises
+RepoIOError (one line) and rolls everything back, indexes included. The cost per block
+stays flat with repo size (no random-key index grows while blocks stream in). Tricky bits: into an empty data dir the repo is kept exactly as signed (an offline copy);
 into the same DID's account it is re-signed with the account key and a higher rev; the
 blocks table then holds exactly the imported repo (plus unreferenced CAR blocks, counted).
 """
