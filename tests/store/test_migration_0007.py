@@ -21,13 +21,15 @@ OLD = 6
 BLOB = bytes(cid_for_raw(b"a blob"))
 
 
-def _old_file(path) -> list[tuple[str, str, bytes, bytes]]:
+def _old_file(path, skipped_to: int | None = None) -> list[tuple[str, str, bytes, bytes]]:
+    """The previous release's file; skipped_to=N: a development tree's file that got
+    migrations 0008..N (numbered after 0007 but committed first) and never 0007."""
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA journal_mode=WAL")
     for version, _name, sql in schema.migrations():
-        if version <= OLD:
+        if version <= OLD or (skipped_to is not None and 7 < version <= skipped_to):
             conn.execute(sql)
-    conn.execute(f"PRAGMA user_version={OLD}")
+    conn.execute(f"PRAGMA user_version={skipped_to or OLD}")
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     rows = []
     for i in range(30):
@@ -44,9 +46,10 @@ def _old_file(path) -> list[tuple[str, str, bytes, bytes]]:
     return rows
 
 
-def test_old_file_converts_and_reads_back_the_same(tmp_path):
+@pytest.mark.parametrize("history", ["previous release", "0008+ applied first"])
+def test_old_file_converts_and_reads_back_the_same(tmp_path, history):
     path = tmp_path / "tinypds.sqlite"
-    rows = _old_file(path)
+    rows = _old_file(path, None if history == "previous release" else schema.latest_version())
     with Database.open(path) as db:
         assert db.read(schema.current_version) == schema.latest_version()
         for collection, rkey, cid, data in rows:

@@ -9,6 +9,7 @@
 --    rev is NULL for records that came with the last full import (as above).
 --  * the view `records` shows the index as before: collection, rkey, cid, rev.
 -- Every row is copied, in this one transaction (all-or-nothing, like every migration).
+-- marker: collections
 
 CREATE TABLE blocks_0007 (
     id   INTEGER PRIMARY KEY AUTOINCREMENT,
