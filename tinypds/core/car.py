@@ -185,8 +185,9 @@ class CarParser:
         return list(roots)
 
 
-def read_car_stream(fh: BinaryIO, verify: bool = True, chunk_size: int = 256 * 1024) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
-    """Read the header from a binary stream, then lazily yield blocks."""
+def read_car_batches(fh: BinaryIO, verify: bool = True, chunk_size: int = 256 * 1024) -> tuple[list[CID], Iterator[list[tuple[CID, bytes]]]]:
+    """Read the header from a binary stream, then lazily yield the blocks of each chunk read
+    as one list (bulk loaders handle a list at a time; memory stays one chunk)."""
     parser = CarParser(verify=verify)
     pending: list[tuple[CID, bytes]] = []
     while parser.roots is None:
@@ -195,17 +196,30 @@ def read_car_stream(fh: BinaryIO, verify: bool = True, chunk_size: int = 256 * 1
             parser.close()
         pending.extend(parser.feed(chunk))
 
-    def blocks() -> Iterator[tuple[CID, bytes]]:
-        yield from pending
-        pending.clear()
+    def batches() -> Iterator[list[tuple[CID, bytes]]]:
+        if pending:
+            yield pending
         while True:
             chunk = fh.read(chunk_size)
             if not chunk:
                 parser.close()
                 return
-            yield from parser.feed(chunk)
+            found = parser.feed(chunk)
+            if found:
+                yield found
 
-    return list(parser.roots), blocks()
+    return list(parser.roots), batches()
+
+
+def read_car_stream(fh: BinaryIO, verify: bool = True, chunk_size: int = 256 * 1024) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
+    """Read the header from a binary stream, then lazily yield blocks."""
+    roots, batches = read_car_batches(fh, verify, chunk_size)
+
+    def blocks() -> Iterator[tuple[CID, bytes]]:
+        for batch in batches:
+            yield from batch
+
+    return roots, blocks()
 
 
 def read_car_bytes(data: bytes, verify: bool = True) -> tuple[list[CID], list[tuple[CID, bytes]]]:

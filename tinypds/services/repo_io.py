@@ -95,20 +95,26 @@ def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, 
     The walk only reads MST nodes; record blocks are then scanned for blob refs by one
     set-wise SQL pass (C speed, no Python round trip per record). Returns (records, MST nodes)."""
     source = SqliteBlocks(conn, cache_size=0)
-    rows: list[tuple[str, str, bytes, str | None]] = []
+    rows: list[tuple[bytes, int, str, str | None]] = []  # (cid, collection id, rkey, rev)
+    colls: dict[str, int] = {}
     n = 0
 
     def flush() -> None:
-        missing = records_db.put_records(conn, rows)
+        nonlocal n
+        missing = records_db.put_index_rows(conn, rows)
         if missing is not None:
-            raise RepoIOError(f"missing record block {missing[2]} for {missing[0]}/{missing[1]}")
+            name = next(k for k, v in colls.items() if v == missing[0])
+            raise RepoIOError(f"missing record block {missing[2]} for {name}/{missing[1]}")
         progress("records", len(rows))
+        n += len(rows)
         rows.clear()
     try:
         for key, cid in verify_tree(source, data_root, hashed=hashed):
             collection, _, rkey = key.partition("/")
-            rows.append((collection, rkey, cid, rev))
-            n += 1
+            coll = colls.get(collection)
+            if coll is None:
+                coll = colls[collection] = records_db.collection_id(conn, collection, create=True)
+            rows.append((cid, coll, rkey, rev))
             if len(rows) >= BATCH:
                 flush()
     except MstError as exc:
@@ -143,7 +149,7 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = 
     the cost per block does not grow with the repo. bulk=False (a diff on top of the stored
     blocks): blocks already stored are skipped; new ones get the commit's rev."""
     try:
-        roots, blocks = car_core.read_car_stream(fh)
+        roots, batches = car_core.read_car_batches(fh)
     except car_core.CarError as exc:
         raise RepoIOError(f"corrupt CAR: {exc}") from None
     if not roots:
@@ -170,13 +176,13 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = 
         progress("blocks", len(batch))
         batch.clear()
     try:
-        for cid, data in blocks:
-            if cid == root:
-                commit_bytes = data
-                rev = _peek_rev(data)
-            batch.append((cid, data))
-            count += 1
-            size += len(data)
+        for found in batches:  # the blocks of one chunk read (no per-block Python work here)
+            if commit_bytes is None and root in [cid for cid, _ in found]:
+                commit_bytes = next(data for cid, data in found if cid == root)
+                rev = _peek_rev(commit_bytes)
+            batch.extend(found)
+            count += len(found)
+            size += sum([len(data) for _, data in found])
             if len(batch) >= BLOCK_BATCH:
                 put()
         put()

@@ -67,7 +67,10 @@ def begin_bulk_load(conn: Conn) -> None:
 def append_blocks(conn: Conn, blocks: list[tuple[bytes, bytes]], rev: str | None = None) -> int:
     """Bulk load: append rows as they come (no checks; `end_bulk_load` finds repeats).
     Returns the id of the first row: the batch's ids are consecutive (one writer)."""
-    conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", [(c, rev, d) for c, d in blocks])
+    if rev is None:  # the tuples go straight in (rev defaults to NULL)
+        conn.executemany("INSERT INTO blocks (cid, data) VALUES (?, ?)", blocks)
+    else:
+        conn.executemany("INSERT INTO blocks (cid, rev, data) VALUES (?, ?, ?)", [(c, rev, d) for c, d in blocks])
     return conn.last_insert_rowid() - len(blocks) + 1
 
 

@@ -113,22 +113,31 @@ def put_record(conn: Conn, collection: str, rkey: str, cid: bytes, rev: str) -> 
 def put_records(conn: Conn, rows: Iterable[tuple[str, str, bytes, str | None]]) -> tuple[str, str, CID] | None:
     """Bulk insert (collection, rkey, cid, rev) rows (import: the index is empty). Returns
     (collection, rkey, cid) of a row whose block is not stored (then roll back), else None."""
-    rows = list(rows)
     ids: dict[str, int] = {}
     out = []
     for collection, rkey, cid, rev in rows:
         coll = ids.get(collection)
         if coll is None:
             coll = ids[collection] = collection_id(conn, collection, create=True)
-        out.append((coll, rkey, bytes(cid), rev))
+        out.append((cid, coll, rkey, rev))
+    missing = put_index_rows(conn, out)
+    if missing is None:
+        return None
+    names = {v: k for k, v in ids.items()}
+    return names[missing[0]], missing[1], missing[2]
+
+
+def put_index_rows(conn: Conn, rows: list[tuple[bytes, int, str, str | None]]) -> tuple[int, str, CID] | None:
+    """put_records for prepared (cid, collection_id(...), rkey, rev) rows (the import's walk
+    builds them directly). Returns (collection id, rkey, cid) of a row whose block is missing."""
     try:
         conn.executemany(
             f"INSERT INTO record_index (coll, rkey, block, rev) VALUES (?2, ?3, (SELECT id FROM blocks WHERE {BY_CID}), ?4)",
-            [(cid, coll, rkey, rev) for coll, rkey, cid, rev in out])
+            rows)
     except ConstraintError:  # block NOT NULL: some record's block is missing
-        for collection, rkey, cid, _ in rows:
+        for cid, coll, rkey, _ in rows:
             if not has_block(conn, cid):
-                return collection, rkey, CID(cid)
+                return coll, rkey, CID(cid)
         raise
     return None
 
