@@ -1,9 +1,9 @@
 """A real tinypds (services opened by tinypds.app.open_services on a temp data dir, a fresh account)
-serving the pages on 127.0.0.1 with uvicorn in a background thread.
+serving the whole app (tinypds.app.create_app) on 127.0.0.1 with uvicorn in a background thread.
 
 The socket is bound first so the public URL (http://localhost:PORT) is known before the
 services open: WebAuthn's origin and RP ID come from it, and a browser treats localhost as a
-secure context. `app_factory(svc)` may be given to serve the full application instead.
+secure context.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class PageServer:
     svc: Any
     loop: asyncio.AbstractEventLoop
     did: str
+    app: Any = None
     handle: str = HANDLE
     password: str = PASSWORD
 
@@ -36,18 +37,15 @@ class PageServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
-def _mini_app(svc: Any) -> Any:
-    from litestar import Litestar
+def _app(svc: Any) -> Any:
+    """The whole application (XRPC and pages) on the already-open services."""
+    from tinypds.app import create_app
 
-    from tinypds import pages
-
-    app = Litestar(route_handlers=pages.routes(), template_config=pages.template_config(), debug=False)
-    app.state.services = svc
-    return app
+    return create_app(svc.settings, services=svc)
 
 
 @contextlib.contextmanager
-def page_server(tmp_path: Path, *, full_app: bool = False) -> Iterator[PageServer]:
+def page_server(tmp_path: Path) -> Iterator[PageServer]:
     import uvicorn
 
     from tinypds.app import close_services, open_services
@@ -72,17 +70,12 @@ def page_server(tmp_path: Path, *, full_app: bool = False) -> Iterator[PageServe
         if getattr(svc.auth, "twofactor", None) is None:
             rp_id, origin = rp_from_public_url(settings.public_url)
             svc.auth.twofactor = TwoFactorService(svc.db, svc.keys, seal_did=settings.service_did, rp_id=rp_id, origin=origin)
-        if getattr(svc, "account_life", None) is None:
-            from tinypds.services.account_life import AccountLife
-
-            svc.account_life = AccountLife(settings, svc.db, svc.keys, svc.auth, on_event=getattr(svc, "notify_event", None),
-                                           on_account_change=svc.attach_account)
         holder["did"] = new.did
         return svc
 
     svc = loop.run_until_complete(setup())
-    app = _mini_app(svc)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", loop="asyncio")
+    app = _app(svc)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio")
     server = uvicorn.Server(config)
 
     def run() -> None:
@@ -97,7 +90,7 @@ def page_server(tmp_path: Path, *, full_app: bool = False) -> Iterator[PageServe
             raise RuntimeError("the page server did not start")
         time.sleep(0.01)
     try:
-        yield PageServer(url=f"http://localhost:{port}", data_dir=data_dir, svc=svc, loop=loop, did=holder["did"])
+        yield PageServer(url=f"http://localhost:{port}", data_dir=data_dir, svc=svc, loop=loop, did=holder["did"], app=app)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -17,7 +17,9 @@ def server(tmp_path):
 
 
 def _life(server, c):
-    return server.svc.account_life
+    from tinypds.services.account_page import account_life_for
+
+    return account_life_for(server.svc, server.app.state)  # the one the page and XRPC share
 
 
 def test_password_change_with_the_current_password_then_a_code(server):

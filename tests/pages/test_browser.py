@@ -101,6 +101,34 @@ def test_account_page_in_chromium(tmp_path):
             page.wait_for_selector("#h-overview", timeout=20000)
             assert page.get_by_role("cell", name="Virtual key", exact=True).is_visible()
 
+            # ---- an app's OAuth sign-in: password, then the passkey, then back to the app with a code ----
+            from tests.services.oauth_helpers import DpopKey, pkce
+            from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+            from tinypds.services.oauth.permission_sets import oauth_service
+
+            oauth = oauth_service(server.svc)
+            redirect = "http://127.0.0.1:9/callback"
+            client_id = f"http://localhost?redirect_uri={quote(redirect, safe='')}&scope={quote('atproto transition:generic', safe='')}"
+            key = DpopKey()
+            key.nonce = oauth.dpop.nonces.current()
+            par_url = server.svc.settings.public_url + "/oauth/par"
+            request_uri = server.call(oauth.par({"client_id": client_id, "response_type": "code", "code_challenge": pkce()[1],
+                                                 "code_challenge_method": "S256", "state": "s1", "redirect_uri": redirect,
+                                                 "scope": "atproto transition:generic"}, key.proof("POST", par_url), [par_url]))["request_uri"]
+            page.goto(server.url + "/oauth/authorize?" + urlencode({"client_id": client_id, "request_uri": request_uri}))
+            page.get_by_label("Password").fill(server.password)
+            page.get_by_role("button", name="Allow").click()
+            page.wait_for_selector("text=Confirm it's you")
+            _shot(page, "05b-oauth-second-factor")
+            codes_seen: list[str] = []
+            page.on("request", lambda req: codes_seen.append(req.url) if req.url.startswith(redirect) else None)
+            page.get_by_role("button", name="Use a passkey or security key and allow").click()
+            page.wait_for_event("request", lambda req: req.url.startswith(redirect), timeout=20000)
+            q = parse_qs(urlsplit(codes_seen[-1]).query)
+            assert q["state"] == ["s1"] and q["code"]
+            page.goto(server.url + "/account")
+
             # ---- app password: create, see it once, revoke ----
             page.get_by_label("Name", exact=True).fill("Graysky")
             page.get_by_label("Allow access to direct messages (privileged)").check()
