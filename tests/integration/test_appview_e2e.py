@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.lab import ensure_appview
+from tests.lab import ensure_appview, stop_appview
 
 from .migration_lab import Account, ensure_plc, free_port, init_tinypds, now_iso, png, start_tinypds, unique_handle
 
@@ -146,3 +146,4 @@ def test_appview_sees_day_one(tmp_path):
     finally:
         a.stop()
         b.stop()
+        stop_appview(AV_PORT)  # its own instance: Postgres and node do not linger on a small machine
