@@ -206,8 +206,10 @@ def test_cache_minutes_and_the_last_good_copy(world):
     assert run(resolver.resolve(NSID)).title == "Calendar"  # cached
     clock.t += resolver.cache_seconds + 1
     assert run(resolver.resolve(NSID)).title == "Calendar v2"  # looked up again
-    host.fail = True
+    host.records[NSID] = calendar_set(title="Calendar v3")
     clock.t += resolver.cache_seconds + 1
+    assert run(resolver.resolve(NSID, stale_ok=True)).title == "Calendar v2"  # a token check: no network wait
+    host.fail = True
     assert run(resolver.resolve(NSID, fresh=True)).title == "Calendar v2"  # the host is down: last good copy
 
 

@@ -154,10 +154,12 @@ class PermissionSetResolver:
         self.clock = clock
         self._cache: dict[str, tuple[float, PermissionSet]] = {}  # nsid -> (fetched at, last good copy)
 
-    async def resolve(self, nsid: str, *, fresh: bool = False) -> PermissionSet:
-        """The set (cached for minutes; on failure the last good copy); PermissionSetError if none."""
+    async def resolve(self, nsid: str, *, fresh: bool = False, stale_ok: bool = False) -> PermissionSet:
+        """The set (cached for minutes; on failure the last good copy); PermissionSetError if none.
+        `stale_ok`: any cached copy will do (a request's token check never waits on the network
+        once the set is known; refreshes look it up again)."""
         hit = self._cache.get(nsid)
-        if hit is not None and not fresh and self.clock() - hit[0] < self.cache_seconds:
+        if hit is not None and not fresh and (stale_ok or self.clock() - hit[0] < self.cache_seconds):
             return hit[1]
         try:
             pset = await self._fetch(nsid)
@@ -208,7 +210,8 @@ class PermissionSetResolver:
             raise PermissionSetError(f"permission set {nsid!r}: the record is not valid JSON") from None
         return parse_set(nsid, value)
 
-    async def expand(self, tokens: tuple[str, ...] | list[str], *, fresh: bool = False) -> tuple[str, ...]:
+    async def expand(self, tokens: tuple[str, ...] | list[str], *, fresh: bool = False,
+                     stale_ok: bool = False) -> tuple[str, ...]:
         """The scope tokens with each include: token followed by the grants it stands for."""
         out: list[str] = []
         for token in tokens:
@@ -216,7 +219,7 @@ class PermissionSetResolver:
             perm = parse_permission(token) if token.startswith("include:") or token.startswith("include?") else None
             if perm is None or perm.resource != "include":
                 continue
-            pset = await self.resolve(perm.values[0], fresh=fresh)
+            pset = await self.resolve(perm.values[0], fresh=fresh, stale_ok=stale_ok)
             out.extend(g for g in grants(pset, perm.aud) if g not in out)
         return tuple(out)
 

@@ -349,11 +349,12 @@ class OAuthService:
             raise OAuthError(exc.error, exc.description, status=401) from None
         if jkt != session.dpop_jkt:
             raise OAuthError("invalid_dpop_proof", "DPoP key does not match the access token", status=401)
-        scopes = await self.expand_scope(session.scope.split())
+        scopes = await self.expand_scope(session.scope.split(), stale_ok=True)
         return AuthContext(did=session.did, kind="oauth", scopes=frozenset(scopes),
                            session_id=session.id, token_id=session.client_id)
 
-    async def expand_scope(self, tokens: Any, *, fresh: bool = False, strict: bool = False) -> tuple[str, ...]:
+    async def expand_scope(self, tokens: Any, *, fresh: bool = False, strict: bool = False,
+                           stale_ok: bool = False) -> tuple[str, ...]:
         """Scope tokens plus the grants of their include: permission sets (cached; the last good
         copy when a lookup fails). `strict`: an unresolvable set is invalid_scope (PAR); else
         it grants nothing."""
@@ -363,7 +364,7 @@ class OAuthService:
         from .permission_sets import PermissionSetError
 
         try:
-            return await self.permission_sets.expand(tokens, fresh=fresh)
+            return await self.permission_sets.expand(tokens, fresh=fresh, stale_ok=stale_ok)
         except PermissionSetError as exc:
             if strict:
                 raise OAuthError("invalid_scope", str(exc)) from None
