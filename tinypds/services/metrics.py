@@ -106,6 +106,8 @@ class _LiveCollector:
         crawls = GaugeMetricFamily("tinypds_relay_crawl_requests", "requestCrawl sent by the watcher",
                                    labels=["relay"])
         for r in rep.relays:
+            if r.state == "unchecked":  # absent until the first check, rather than a hopeful 1
+                continue
             up.add_metric([r.url], 1 if r.healthy else 0)
             if r.relay_seq is not None:
                 seq.add_metric([r.url], r.relay_seq)
