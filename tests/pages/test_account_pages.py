@@ -230,3 +230,17 @@ def test_backups_download(server, tmp_path):
         conn = apsw.Connection(str(tmp_path / "b.sqlite"))
         assert conn.execute("SELECT count(*) FROM backup_keys").fetchone()[0] == 1
         conn.close()
+
+
+def test_another_browser_is_listed_and_signed_out(server):
+    with new_client(server) as a, new_client(server) as b:
+        sign_in(server, a)
+        page = sign_in(server, b)
+        import hashlib
+
+        handle = "page:" + hashlib.sha256(a.cookies["tinypds-page"].encode()).hexdigest()
+        assert f'name="id" value="{handle}"' in page and "Account page in another browser" in page
+        assert a.cookies["tinypds-page"] not in page  # the list shows a hash, never the cookie itself
+        r = b.post("/account/sessions/revoke", data={"csrf": csrf_of(page), "id": handle})
+        assert r.status_code == 303 and "Signed out that browser." in b.get("/account").text
+        assert "Sign-in security" not in a.get("/account").text  # browser a is signed out

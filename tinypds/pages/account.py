@@ -83,6 +83,9 @@ async def _page(request: Request, session: Any) -> Template:
     session.shown_once = {}
     flash, session.flash = session.flash, []
     sessions = [{"kind": "This page", "id": "", "created_at": session.created, "last_used_at": session.seen, "current": True}]
+    sessions += [{"kind": "Account page in another browser", "id": "page:" + key, "created_at": other.created,
+                  "last_used_at": other.seen, "current": False}
+                 for key, other in page_sessions(request).list(account.did) if other is not session]
     sessions += [{"kind": ("App password “%s”" % s["app_password"]) if s["app_password"] else "Password sign-in",
                   "id": s["id"], "created_at": s["created_at"], "last_used_at": s["last_used_at"], "current": False}
                  for s in svc.auth.list_sessions(account.did)]

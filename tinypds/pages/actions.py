@@ -20,7 +20,7 @@ from ..errors import XrpcError
 from ..services import account_page
 from ..services.twofactor import TwoFactorError
 from .account import _ctx, oauth_service
-from .common import PageRefused, current, redirect, refused, services, signed_in, twofactor
+from .common import PageRefused, current, page_sessions, redirect, refused, services, signed_in, twofactor
 
 Action = Callable[[Request, Any, dict[str, str]], Awaitable[str | None]]
 
@@ -120,7 +120,12 @@ async def passkey_remove(request: Request) -> Any:
 @post("/account/sessions/revoke", status_code=303)
 async def session_revoke(request: Request) -> Any:
     async def act(request: Request, session: Any, fields: dict) -> str:
-        if not await services(request).auth.revoke_session(session.did, fields.get("id") or ""):
+        target = fields.get("id") or ""
+        if target.startswith("page:"):
+            if not page_sessions(request).end_handle(session.did, target[5:]):
+                raise ValueError("that session had already ended")
+            return "Signed out that browser."
+        if not await services(request).auth.revoke_session(session.did, target):
             raise ValueError("that session had already ended")
         return "Signed out that session."
     return await _run(request, act, "sessions")

@@ -98,6 +98,15 @@ class PageSessions:
         for k in [k for k, s in self._by_key.items() if s.did == did]:
             del self._by_key[k]
 
-    def list(self, did: str) -> list[PageSession]:
+    def list(self, did: str) -> list[tuple[str, PageSession]]:
+        """(handle, session) of the DID's signed-in page sessions; the handle (a hash of the
+        cookie, not the cookie) is what `end_handle` takes."""
         now = self.clock()
-        return [s for s in self._by_key.values() if s.did == did and s.signed_in and not self._expired(s, now)]
+        return [(k, s) for k, s in self._by_key.items() if s.did == did and s.signed_in and not self._expired(s, now)]
+
+    def end_handle(self, did: str, handle: str) -> bool:
+        s = self._by_key.get(handle)
+        if s is None or s.did != did:
+            return False
+        del self._by_key[handle]
+        return True
