@@ -23,7 +23,9 @@ def _life(server, c):
 
 
 def test_password_change_with_the_current_password_then_a_code(server):
-    with httpx.Client(base_url=server.url, follow_redirects=False) as c:
+    with httpx.Client(base_url=server.url, follow_redirects=False) as c, \
+            httpx.Client(base_url=server.url, follow_redirects=False) as other:
+        sign_in(server, other)
         page = sign_in(server, c)
         r = c.post("/account/password", data={"csrf": csrf_of(page), "current_password": "wrong",
                                               "new_password": "n3w password", "new_password2": "n3w password"})
@@ -33,7 +35,8 @@ def test_password_change_with_the_current_password_then_a_code(server):
         r = c.post("/account/password", data={"csrf": csrf_of(page), "current_password": server.password,
                                               "new_password": "n3w password", "new_password2": "n3w password"})
         page = c.get("/account").text
-        assert "Password changed" in page
+        assert "Password changed" in page and "Sign-in security" in page  # this browser stays signed in
+        assert "Sign-in security" not in other.get("/account").text  # the other browser must sign in again
         server.call(server.svc.auth.check_password(server.did, "n3w password", "127.0.0.1"))
         # a reset code instead of the current password
         r = c.post("/account/password/token", data={"csrf": csrf_of(page)})

@@ -52,6 +52,10 @@ async def password_change(request: Request) -> Any:
                 raise ValueError("the current password is not right") from None
             except RateLimitExceeded as exc:
                 raise ValueError(exc.message) from None
+        pages = page_sessions(request)
+        for key, other in pages.list(session.did):
+            if other is not session:
+                pages.end_handle(session.did, key)  # other browsers sign in again too
         return "Password changed; apps signed in with the old one must sign in again (app passwords still work)."
     return await _run(request, act, "password")
 
