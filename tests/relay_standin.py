@@ -1,13 +1,8 @@
 """A stand-in relay on 127.0.0.1 for the health tests (a relay is outside this machine; not a test module).
 
-Small and faithful to the lexicons in ../shared/lexicons/com/atproto/sync: requestCrawl
-({hostname}; HostBanned when banned) makes it subscribe to ws://<hostname>/xrpc/
-com.atproto.sync.subscribeRepos (from its stored cursor when it knew the host) and track
-seq per host and rev per repo from the frames; getHostStatus (HostNotFound), getRepoStatus
-and getLatestCommit (RepoNotFound) answer from that state. The test can make it forget a
-host, call it offline/idle, lag (stop applying events), throttle or ban it, and go down and
-come back on the same port (an outage). It also answers /.well-known/atproto-did for handles
-the test names (a handle host gone wrong). A plain ASGI app under uvicorn on its own loop thread.
+Faithful to com.atproto.sync lexicons: requestCrawl (HostBanned) subscribes to ws://<hostname> and tracks seq
+and revs from the frames; getHostStatus (HostNotFound), getRepoStatus, getLatestCommit (RepoNotFound) answer
+from that. Tests make it forget us, call us offline/idle, lag, throttle, ban, drop us, or go down and back.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The network-health watcher: asks each relay and the AppView what they know of us, heals what it can.
 
-Runs as one background task in the server process, off every hot path: a round every
-`health_interval` seconds (backing off exponentially while a relay is unreachable), plus
-`note_write()`, which only compares two numbers and schedules a crawl request when writes
-happen while nobody listens to our firehose. Heals by requestCrawl (at most one per relay
-per interval), re-announcing #identity/#account to a relay that lost us and a #sync (our
-current commit) for one that missed commits; logs a warning when it cannot heal.
-No HTTP-server types, no SQL (store.* through the Database). Facts: `report()` (typed).
+One background task, off every hot path: a round every `health_interval` s (exponential backoff for an
+unreachable relay); `note_write()` only reads the subscriber count. Heals by requestCrawl (one per relay per
+interval), #identity/#account and #sync re-announcements; warns once when it cannot. No HTTP types, no SQL.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Probes for the health watcher: what a relay, the AppView and the handle's resolvers say about us.
 
-Each probe is one bounded look (short timeouts, capped bodies) that never raises: trouble is
-data (`error`, `reason`). Outgoing requests use the standard library's http.client in a worker
-thread, as crawl.py does, so an idle server never loads httpx; DNS goes through
-services.identity (the dnspython owner) in a short-lived child process. Tricky bits: an XRPC error
-answer (4xx with {"error"}) means the peer is reachable and said no; only a transport failure
-or a 5xx counts as "unreachable". A `.test` handle is a dev identity, not a failure.
+Each probe is bounded (timeouts, capped bodies) and never raises: trouble is data. HTTP via http.client in a
+worker thread (no httpx in an idle server); DNS TXT via services.identity in a child process. Tricky bit: an
+XRPC error answer means "reachable, said no"; only a transport failure or a 5xx counts as unreachable.
 """
 
 from __future__ import annotations

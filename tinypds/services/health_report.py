@@ -1,9 +1,8 @@
 """The network-health report: typed facts about relays, the AppView and our handle, as JSON and as lines.
 
-The watcher (services.health) fills a HealthReport and stores it as JSON in the database;
-`tinypds status` (another process) and the owner's page read it back with `load_report`.
-No HTTP types, no SQL (store.health). `healthy` is the one verdict every consumer shares:
-a dev identity (a `.test` handle, a loopback server) is reported as such, never as a failure.
+The watcher fills a HealthReport and stores it in the database; `tinypds status` (another process) and the
+owner's page read it with `load_report`. No HTTP types, no SQL (store.health). A dev identity (a `.test`
+handle, a loopback server) is reported as such, never as a failure.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Opt-in Prometheus metrics (TINYPDS_METRICS=loopback|on): requests, latency, firehose and network health.
 
-The sole prometheus_client importer, and only when metrics are on (`Metrics.open(settings)`
-returns None when off, so an idle server never loads it). Request count and latency come
-from an ASGI middleware; firehose and health figures are read at scrape time from the live
-services (no extra work on any hot path). Tricky bits: route labels are bounded (known paths,
-else "/xrpc/(proxied)" or "(other)"), and the registry is private to the app, not global.
+The sole prometheus_client importer, loaded only when metrics are on. Request figures come from an ASGI
+middleware; firehose and health gauges are read from the live services at scrape time. Tricky bits: route
+labels are bounded (known paths, else "/xrpc/(proxied)" or "(other)"); the registry is the app's, not global.
 """
 
 from __future__ import annotations
