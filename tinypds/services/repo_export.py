@@ -73,7 +73,8 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         size = 0
         node_sql = f"SELECT data FROM blocks WHERE {blocks_db.BY_CID}"
         execute = conn.execute
-        records = records_db.iter_records_with_data_in_mst_order(conn)
+        records = records_db.iter_record_blocks_in_mst_order(conn)
+        done = 0  # records taken from `records` (names the one that fails)
         shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
         sent: set[bytes] = set()
         stack: list[list] = []  # frames: [entries, next index]
@@ -105,16 +106,18 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
             frame[1] = i + 1
             cid, want = entries[i]  # cid: the right subtree (b"" if none), descended into next
             entry = next(records, None)
-            if entry is None or entry[2] != want:
-                if entry is not None and entry[3] is None:
-                    raise RepoIOError(f"stored repo is missing record {entry[0]}/{entry[1]} ({CID(want)}); run `tinypds verify`")
-                where = f"{entry[0]}/{entry[1]}" if entry else "the end of the index"
-                raise RepoIOError(f"the record index disagrees with the MST at {where}; run `tinypds verify`")
+            done += 1
+            if entry is None or entry[0] != want:
+                where = records_db.record_at(conn, done - 1) if entry is not None else None
+                where_s = f"{where[0]}/{where[1]}" if where else "the end of the index"
+                if entry is not None and entry[1] is None:
+                    raise RepoIOError(f"stored repo is missing record {where_s} ({CID(want)}); run `tinypds verify`")
+                raise RepoIOError(f"the record index disagrees with the MST at {where_s}; run `tinypds verify`")
             if shared and want in shared:  # one block serves several keys: a CAR holds each block once
                 if want in sent:
                     continue
                 sent.add(want)
-            data = entry[3]
+            data = entry[1]
             append(varint[len(want) + len(data)])
             append(want)
             append(data)

@@ -191,12 +191,23 @@ def _collections_in_mst_order(conn: Conn) -> list[tuple[str, int]]:
     return sorted(rows, key=lambda r: (r[0] + "/").encode())
 
 
-def iter_records_with_data_in_mst_order(conn: Conn) -> Iterator[tuple[str, str, bytes | None, bytes | None]]:
-    """(collection, rkey, cid bytes, block data), or None for both when the block is missing,
-    in MST key order (fast path for export: one joined query per collection, chained in C)."""
-    sql = ("SELECT ?1, r.rkey, b.cid, b.data FROM record_index r LEFT JOIN blocks b ON b.id = r.block "
-           "WHERE r.coll = ?2 ORDER BY r.rkey")
-    return chain.from_iterable(conn.execute(sql, (name, coll)) for name, coll in _collections_in_mst_order(conn))
+def iter_record_blocks_in_mst_order(conn: Conn) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """(cid bytes, block data) of every record in MST key order, (None, None) for a missing
+    block: the export's stream (no names per row; `record_at` names a row when it fails)."""
+    sql = "SELECT b.cid, b.data FROM record_index r LEFT JOIN blocks b ON b.id = r.block WHERE r.coll = ? ORDER BY r.rkey"
+    return chain.from_iterable(conn.execute(sql, (coll,)) for _, coll in _collections_in_mst_order(conn))
+
+
+def record_at(conn: Conn, n: int) -> tuple[str, str] | None:
+    """(collection, rkey) of the n-th record (0-based) in MST key order (error messages)."""
+    for name, coll in _collections_in_mst_order(conn):
+        count = conn.execute("SELECT count(*) FROM record_index WHERE coll = ?", (coll,)).fetchone()[0]
+        if n < count:
+            row = conn.execute("SELECT rkey FROM record_index WHERE coll = ? ORDER BY rkey LIMIT 1 OFFSET ?",
+                               (coll, n)).fetchone()
+            return name, row[0]
+        n -= count
+    return None
 
 
 def iter_index_in_mst_order(conn: Conn) -> Iterator[tuple[str, CID | None]]:
