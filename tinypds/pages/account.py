@@ -66,6 +66,10 @@ async def account_get(request: Request) -> Template:
     svc = services(request)
     if svc.account is None:
         return _no_account(request)
+    from .move_in import showing, view
+
+    if showing(request):  # this browser follows a move in: its progress first
+        return view(request)
     _, session = current(request)
     if session is None or session.did != svc.account.did:
         return _signin_view(request)

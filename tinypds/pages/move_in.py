@@ -34,6 +34,28 @@ def _job(request: Request) -> dict | None:
     return j if hmac.compare_digest(cookie.encode(), j["secret"].encode()) else None
 
 
+def showing(request: Request) -> bool:
+    """Does this browser follow a move in? (then /account shows its progress, even once the
+    account row exists: createAccount makes it early, deactivated, while the data copies)."""
+    j = _job(request)
+    if j is None:
+        return False
+    if j["state"] == "done":
+        if j.get("done_shown"):
+            return False
+        j["done_shown"] = True
+    return True
+
+
+def _may_start(svc: Any, request: Request) -> bool:
+    """No account yet; or this browser's earlier move in stopped after creating it (then a new
+    attempt continues it)."""
+    if svc.account is None:
+        return True
+    j = _job(request)
+    return j is not None and j["state"] == "failed" and svc.account.status == "deactivated"
+
+
 def view(request: Request, error: str | None = None, status: int = 200) -> Template:
     token = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
     j = _job(request)
@@ -81,7 +103,7 @@ async def _run(svc: Any, j: dict, old_url: str, identifier: str, password: str, 
 @post("/account/move/in", status_code=303)
 async def move_in(request: Request) -> Any:
     svc = services(request)
-    if svc.account is not None:
+    if not _may_start(svc, request):
         return refused(request, PageRefused("This server already holds its account", 403))
     fields = await form(request)
     try:
