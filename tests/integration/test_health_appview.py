@@ -1,5 +1,5 @@
 """Issue 15, the AppView's view: a REAL tinypds (did:plc at the lab PLC) indexed by the REAL AppView
-(../shared/lab/appview, a separate instance on port 2603 so other suites' AppView is left alone).
+(../shared/lab/appview, its own instance on port 2603, stopped at the end; other suites' are left alone).
 
 `tinypds status` shows our handle as valid and our latest post as seen there; then the account
 moves to a dev handle that stops resolving for the AppView (a handle host answering another
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.lab import ensure_appview
+from tests.lab import ensure_appview, stop_appview
 from tests.relay_standin import RelayStandIn
 
 from .conftest import REPO_ROOT, server_env
@@ -90,5 +90,6 @@ def test_appview_shows_our_handle_valid_then_invalid_when_it_stops_resolving(tmp
             acct.close()
         rc = server.stop()
         handle_host.close()
+        stop_appview(AV_PORT)  # its own instance (and Postgres): nothing left running on a shared machine
     assert rc == 0, server.stderr()
     assert "Traceback" not in server.stderr(), server.stderr()
