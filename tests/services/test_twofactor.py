@@ -175,11 +175,14 @@ def test_removing_the_last_factor_drops_the_recovery_codes(tfa, clock):
 
 
 def test_a_changed_key_store_is_a_clear_error(tfa, db, clock, tmp_path):
-    totp, _ = enrol(tfa, clock)
+    totp, codes = enrol(tfa, clock)
     other = TwoFactorService(db, KeyStore(SealedFile(tmp_path / "other.json")), seal_did=SERVICE_DID, rp_id="localhost",
                              origin="http://localhost:2583", clock=clock)
     with pytest.raises(TwoFactorError, match="2fa off"):
-        run(other.check_code(DID, totp.at(clock())))
+        other._unseal(db.read(lambda c: __import__("tinypds.store.twofactor", fromlist=["x"]).get_totp(c, DID)).secret_sealed)
+    clock.t += 30
+    assert run(other.check_code(DID, totp.at(clock()))) is None  # refused (and logged), never a 500
+    assert run(other.check_code(DID, codes[0])) == "recovery"  # recovery codes need no key: the way back in
 
 
 def test_cli_2fa_off(tfa, db, clock, tmp_path, capsys, monkeypatch):

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -25,6 +26,8 @@ import nacl.secret
 
 from ..store import twofactor as sql
 from . import passwords
+
+log = logging.getLogger("tinypds.twofactor")
 
 TOTP_PERIOD = 30
 TOTP_DIGITS = 6
@@ -186,7 +189,12 @@ class TwoFactorService:
             row = self.db.read(lambda c: sql.get_totp(c, did))
             if row is None or not row.confirmed:
                 return None
-            step = self._match_step(self._unseal(row.secret_sealed), code, row.last_step)
+            try:
+                secret = self._unseal(row.secret_sealed)
+            except TwoFactorError as exc:  # the key store changed: recovery codes still work
+                log.error("%s", exc)
+                return None
+            step = self._match_step(secret, code, row.last_step)
             if step is not None and await self.db.awrite(lambda c: sql.advance_totp_step(c, did, step)):
                 return "totp"
             return None
