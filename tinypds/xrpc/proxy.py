@@ -17,7 +17,7 @@ from ..core.syntax import is_valid_nsid
 from ..errors import InvalidRequest, MethodNotImplemented
 from ..services.proxy import ProxyService, Target, UpstreamBroken, check_proxy_allowed
 from ..services.oauth.scopes import RpcCall
-from .streams import Stream
+from .streams import HEAD_KEY, Stream
 from .routing import access_auth, body_chunks, services
 
 
@@ -46,22 +46,23 @@ async def forward_request(request: Request, nsid: str, ctx: Any, target: Target 
     """Forward this request to its target and stream the answer back."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     query = request.scope.get("query_string", b"").decode("latin-1")
-    body = body_chunks(request) if request.method == "POST" else None
-    fwd = await proxy_service(request).forward(ctx, nsid, request.method, query, headers, body, target)
+    method = "HEAD" if request.scope.get(HEAD_KEY) else request.method  # HEAD reaches us as GET (http_serve)
+    body = body_chunks(request) if method == "POST" else None
+    fwd = await proxy_service(request).forward(ctx, nsid, method, query, headers, body, target)
     media_type = fwd.headers.pop("content-type", None) or "application/octet-stream"
-    if request.method == "HEAD":
+    if method == "HEAD":
         await fwd.aclose()
         return Response(content=b"", status_code=fwd.status, headers=fwd.headers, media_type=media_type)
     # an upstream failure mid-body drops our connection too, so the client sees a broken body, not a short one
     return Stream(fwd.body, status_code=fwd.status, headers=fwd.headers, media_type=media_type, abort_on=(UpstreamBroken,))
 
 
-@route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+@route("/xrpc/{nsid:str}", http_method=["GET", "POST", "PUT", "DELETE", "PATCH"])
 async def proxy_call(request: Request) -> Response:
     nsid = request.path_params["nsid"]
     if not is_valid_nsid(nsid):
         raise InvalidRequest(f"Invalid XRPC method name: {nsid[:100]}")
-    if request.method not in ("GET", "HEAD", "POST"):
+    if request.method not in ("GET", "POST"):
         raise InvalidRequest("XRPC requests only supports GET and POST")
     check_proxy_allowed(nsid, None)
     # a method with no default target is 501 for anyone; DID documents are fetched only for signed-in callers
