@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -107,11 +108,33 @@ async def create_loop(conn: Conn, did: str, n: int, start: int, lat: list[float]
     return uris
 
 
-def report(name: str, n: int, seconds: float, lat: list[float] | None) -> None:
+def report(name: str, n: int, seconds: float, lat: list[float] | None, cpu: float | None = None) -> None:
     line = f"  {name:<32} {n / seconds:9.0f} /s"
     if lat:
         line += f"   p50 {pct(lat, 0.5) * 1000:6.2f} ms   p95 {pct(lat, 0.95) * 1000:6.2f} ms"
+    if cpu:
+        line += f"   server CPU {cpu * 1000 / n:6.3f} ms each ({n / cpu:,.0f} per CPU-second)"
     print(line, flush=True)
+
+
+class CpuClock:
+    """CPU seconds (user + system, all threads) a server process used since the last lap()."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.last = self.read()
+
+    def read(self) -> float:
+        if not self.pid:
+            return 0.0
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def lap(self) -> float | None:
+        now = self.read()
+        spent, self.last = now - self.last, now
+        return spent if self.pid else None
 
 
 async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
@@ -123,16 +146,18 @@ async def get_loop(conn: Conn, paths: list[str], lat: list[float]) -> None:
             raise RuntimeError(f"GET {path} failed: {status} {body[:200]!r}")
 
 
-async def phases(host: str, port: int, token: str, did: str, n: int) -> dict[str, float]:
-    """The measured workloads against one server (ours or the reference); returns the figures."""
+async def phases(host: str, port: int, token: str, did: str, n: int, pid: int | None = None) -> dict[str, float]:
+    """The measured workloads against one server (ours or the reference); returns the figures.
+    With the server's pid, each phase also reports the server's CPU time per request."""
     out: dict[str, float] = {}
     warm = await Conn(host, port, token).open()
     await create_loop(warm, did, 50, 0, [])  # warm-up
 
+    cpu = CpuClock(pid)
     lat: list[float] = []
     t0 = time.perf_counter()
     uris = await create_loop(warm, did, n, 100, lat)
-    report("createRecord sequential", n, time.perf_counter() - t0, lat)
+    report("createRecord sequential", n, time.perf_counter() - t0, lat, cpu.lap())
     out["create_p50"], out["create_p95"] = pct(lat, 0.5) * 1000, pct(lat, 0.95) * 1000
 
     conns = [await Conn(host, port, token).open() for _ in range(8)]
@@ -141,7 +166,7 @@ async def phases(host: str, port: int, token: str, did: str, n: int) -> dict[str
     per = n // 8
     more = await asyncio.gather(*(create_loop(c, did, per, 10_000 + k * per, lat) for k, c in enumerate(conns)))
     dt = time.perf_counter() - t0
-    report("createRecord 8 clients", per * 8, dt, lat)
+    report("createRecord 8 clients", per * 8, dt, lat, cpu.lap())
     out["create8_rate"], out["create8_p50"] = per * 8 / dt, pct(lat, 0.5) * 1000
     uris += [u for batch in more for u in batch]
 
@@ -156,24 +181,31 @@ async def phases(host: str, port: int, token: str, did: str, n: int) -> dict[str
         if status != 200:
             raise RuntimeError(f"applyWrites failed: {status} {body[:200]!r}")
     dt = time.perf_counter() - t0
-    report(f"applyWrites ({size}/batch)", batches * size, dt, None)
+    spent = cpu.lap()
+    report(f"applyWrites ({size}/batch)", batches * size, dt, None, spent)
     out["apply_rate"] = batches * size / dt
+    if spent:
+        out["apply_per_cpu"] = batches * size / spent
 
     paths = [f"{NS}getRecord?repo={did}&collection=app.bsky.feed.post&rkey={u.rsplit('/', 1)[1]}" for u in uris]
     reads = (paths * (1 + (4 * n) // len(paths)))[: 4 * n]
     lat = []
+    cpu.lap()
     t0 = time.perf_counter()
     await asyncio.gather(*(get_loop(c, reads[k::8], lat) for k, c in enumerate(conns)))
     dt = time.perf_counter() - t0
-    report("getRecord 8 clients", len(reads), dt, lat)
+    spent = cpu.lap()
+    report("getRecord 8 clients", len(reads), dt, lat, spent)
     out["get_rate"], out["get_p50"] = len(reads) / dt, pct(lat, 0.5) * 1000
+    if spent:
+        out["get_per_cpu"] = len(reads) / spent
 
     lists = [f"{NS}listRecords?repo={did}&collection=app.bsky.feed.post&limit=50"] * n
     lat = []
     t0 = time.perf_counter()
     await asyncio.gather(*(get_loop(c, lists[k::8], lat) for k, c in enumerate(conns)))
     dt = time.perf_counter() - t0
-    report("listRecords (50) 8 clients", len(lists), dt, lat)
+    report("listRecords (50) 8 clients", len(lists), dt, lat, cpu.lap())
     out["list_rate"] = len(lists) / dt
     for c in [warm, *conns]:
         await c.close()
@@ -198,7 +230,7 @@ async def run_ours(n: int, loop: str | None, python: str | None) -> dict[str, fl
         print(f"tinypds (loop {loop or 'as shipped'}) pid {server.pid}; RSS {out['rss_before']:.1f} MB; {load()}", flush=True)
         session = await login(host, port, "/xrpc/com.atproto.server.createSession",
                               {"identifier": server.account["handle"], "password": server.account["password"]})
-        out |= await phases(host, port, session["accessJwt"], server.account["did"], n)
+        out |= await phases(host, port, session["accessJwt"], server.account["did"], n, server.pid)
         out["rss_after"] = rss_mb(server.pid)
         print(f"  RSS after: {out['rss_after']:.1f} MB (peak {rss_mb(server.pid, 'VmHWM'):.1f} MB)", flush=True)
         return out
@@ -217,7 +249,7 @@ async def run_ref(url: str, n: int) -> dict[str, float]:
     print(f"reference PDS {url} pid {pid}; RSS {out['rss_before']:.1f} MB; account {handle}; {load()}", flush=True)
     acct = await login(host, int(port), "/xrpc/com.atproto.server.createAccount",
                        {"handle": handle, "email": f"{handle}@example.com", "password": "bench-password-1"})
-    out |= await phases(host, int(port), acct["accessJwt"], acct["did"], n)
+    out |= await phases(host, int(port), acct["accessJwt"], acct["did"], n, pid)
     out["rss_after"] = rss_mb(pid) if pid else float("nan")
     print(f"  RSS after: {out['rss_after']:.1f} MB", flush=True)
     return out
@@ -225,7 +257,7 @@ async def run_ref(url: str, n: int) -> dict[str, float]:
 
 def summary(ours: dict[str, list[dict]], ref: list[dict]) -> None:
     def col(runs: list[dict], key: str) -> list[float]:
-        return [r[key] for r in runs]
+        return [r[key] for r in runs if key in r]
 
     for variant, runs in ours.items():
         print(f"\nsummary over {len(runs)} run(s), tinypds loop {variant}; ratio = tinypds / reference in the same run")
@@ -240,6 +272,10 @@ def summary(ours: dict[str, list[dict]], ref: list[dict]) -> None:
                 "ratio >= 5", all(x >= 5 for x in apply_x) if ref else None, "{:.1f}"),
             Row("getRecord 8 clients (req/s)", col(runs, "get_rate"), col(ref, "get_rate"), "{:,.0f}",
                 ">= 4,000 req/s", all(x >= 4000 for x in col(runs, "get_rate")), "{:.1f}"),
+            Row("getRecord per server CPU-second", col(runs, "get_per_cpu"), col(ref, "get_per_cpu"), "{:,.0f}",
+                "", None, "{:.1f}"),
+            Row("applyWrites per server CPU-second", col(runs, "apply_per_cpu"), col(ref, "apply_per_cpu"), "{:,.0f}",
+                "", None, "{:.1f}"),
             Row("listRecords(50) 8 clients (req/s)", col(runs, "list_rate"), col(ref, "list_rate"), "{:,.0f}", "", None,
                 "{:.1f}"),
             Row("RSS 1 s after start / before (MB)", col(runs, "rss_before"), col(ref, "rss_before"), "{:.1f}", "", None),
