@@ -122,6 +122,9 @@ def status_report(settings: Any, *, network: bool = True, timeout: float = 3.0) 
             Line("account", f"{account.status}"),
             Line("DID", account.did),
             Line("handle", account.handle or "(none)"),
+            Line("email", (f"{account.email} ({'confirmed' if account.email_confirmed_at else 'not confirmed'})"
+                           if account.email else "(none)")
+                 + ("; mailed via SMTP" if settings.smtp_url else "; no SMTP: tokens via `tinypds account email-token`")),
         ]
     lines += [
         Line("records", f"{fig.records} in {fig.collections} collections"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import apsw
+
 Conn = Any
 
 STATUSES = ("active", "deactivated", "takendown", "suspended", "deleted", "offline-copy")
@@ -43,10 +45,11 @@ def create_account(
 
 def get_account(conn: Conn, did: str | None = None) -> AccountRow | None:
     """The account with this DID, or (did=None) the database's one account."""
-    if did is None:
-        row = conn.execute(f"SELECT {_READ_COLS} FROM account ORDER BY created_at LIMIT 1").fetchone()
-    else:
-        row = conn.execute(f"SELECT {_READ_COLS} FROM account WHERE did = ?", (did,)).fetchone()
+    where, args = ("ORDER BY created_at LIMIT 1", ()) if did is None else ("WHERE did = ?", (did,))
+    try:
+        row = conn.execute(f"SELECT {_READ_COLS} FROM account {where}", args).fetchone()
+    except apsw.SQLError:  # a file not yet migrated to 0008, read without migrating (status, backups)
+        row = conn.execute(f"SELECT {_COLS} FROM account {where}", args).fetchone()
     return AccountRow(*row) if row else None
 
 
