@@ -186,3 +186,40 @@ def test_close_does_not_wait_for_another_process_using_the_file(tmp_path):
     check = Database.open(path)
     assert check.read(lambda c: c.execute("SELECT value FROM meta WHERE key='x'").fetchone()[0]) == 1
     check.close()
+
+
+def _journal(db) -> str:
+    return db.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_rollback_journal_only_when_nothing_else_has_the_file_open(tmp_path):
+    """A big write may run under a rollback journal (data written once), but only when no
+    other connection could see the switch; WAL is back afterwards, even after a failure."""
+    db = Database.open(tmp_path / "t.sqlite")
+    other = None
+    try:
+        assert _journal(db) == "wal"  # this thread's reader is open: rollback_journal closes it first
+        with db.rollback_journal() as switched:
+            assert switched
+            db.write(lambda c: c.execute("INSERT INTO meta (key, value) VALUES ('j', 1)"))
+        assert _journal(db) == "wal"
+
+        def fails(c):
+            c.execute("INSERT INTO meta (key, value) VALUES ('k', 1)")
+            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"):
+            with db.rollback_journal() as switched:
+                assert switched
+                db.write(fails)
+        assert db.read(lambda c: c.execute("SELECT key FROM meta WHERE key IN ('j', 'k')").fetchall()) == [("j",)]
+        assert _journal(db) == "wal"
+
+        other = apsw.Connection(str(tmp_path / "t.sqlite"))  # another process, say a running server
+        other.execute("SELECT count(*) FROM meta").fetchall()
+        with db.rollback_journal() as switched:
+            assert not switched
+        assert _journal(db) == "wal"
+    finally:
+        if other is not None:
+            other.close()
+        db.close()

@@ -219,7 +219,10 @@ def import_car(db: Database, fh: BinaryIO, *, did_key: str | None = None, keys: 
     def run(conn: Any) -> ImportResult:
         with bulk_cache(conn):  # the small steady-state cache would slow the bulk writes
             return _import(conn, fh, did_key, keys, clock, progress, now, diff)
-    return db.write(run)
+    if diff:
+        return db.write(run)
+    with db.rollback_journal():  # only when nothing else has the file open (CLI import)
+        return db.write(run)
 
 
 def _import(conn: Any, fh: BinaryIO, did_key: str | None, keys: Any, clock: TidClock,
