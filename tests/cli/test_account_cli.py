@@ -113,3 +113,15 @@ def test_the_readme_dev_account_from_serve(tmp_path):
     assert "kept locally only" in out.stdout and "not checked (dev .test handle)" in out.stdout, out.stdout
     out = cli(data, "verify")
     assert out.returncode == 0 and out.stdout.rstrip().endswith("OK"), out.stdout + out.stderr
+
+
+def test_a_backup_restored_without_keys_verifies(data, tmp_path):
+    out = cli(data, "backup", str(tmp_path / "copy.sqlite"))
+    assert out.returncode == 0, out.stderr
+    restored = tmp_path / "restored"
+    out = cli(restored, "restore", str(tmp_path / "copy.sqlite"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not (restored / "keys.json").exists() or "signing" not in (restored / "keys.json").read_text()
+    out = cli(restored, "verify")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "from the DID document (verified local PLC log)" in out.stdout and out.stdout.rstrip().endswith("OK")
