@@ -80,7 +80,7 @@ async def deactivate_account(request: Request) -> None:
         try:
             parse_datetime(delete_after)
         except InvalidSyntax:
-            raise InvalidRequest("Input/deleteAfter must be an valid atproto datetime") from None
+            raise InvalidRequest("Input/deleteAfter must be a valid datetime") from None
     await account_life(request).deactivate(ctx.did, delete_after)
 
 
