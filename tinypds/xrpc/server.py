@@ -204,14 +204,14 @@ def account_life(request: Request) -> Any:
 
 @post(NS + "requestEmailConfirmation")
 async def request_email_confirmation(request: Request) -> None:
-    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    ctx = await access_auth(request, scope=AccountAccess("email", "manage"))  # app passwords too, as the reference
     no_body(request)
     await account_life(request).request_email_confirmation(ctx.did)
 
 
 @post(NS + "confirmEmail")
 async def confirm_email(request: Request) -> None:
-    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    ctx = await access_auth(request, scope=AccountAccess("email", "manage"))  # app passwords too, as the reference
     body = await json_body(request)
     email = body_str(body, "email", max_len=500)
     token = body_str(body, "token", max_len=100)
@@ -220,7 +220,7 @@ async def confirm_email(request: Request) -> None:
 
 @post(NS + "requestEmailUpdate")
 async def request_email_update(request: Request) -> dict:
-    ctx = await access_auth(request, full=True, scope=AccountAccess("email", "manage"))
+    ctx = await access_auth(request, scope=AccountAccess("email", "manage"))  # app passwords too, as the reference
     no_body(request)
     return {"tokenRequired": await account_life(request).request_email_update(ctx.did)}
 
