@@ -187,3 +187,17 @@ def test_deactivate_activate_and_delete(pds):
     assert httpx.get(pds.url + "/xrpc/com.atproto.server.getSession", headers=auth).status_code in (400, 401)
     keys = json.loads((pds.data_dir / "keys.json").read_text())
     assert did not in json.dumps(keys), "the account's keys must leave the key store"
+
+
+def test_what_an_app_password_may_do(pds):
+    s, auth = _session(pds)
+    r = httpx.post(pds.url + "/xrpc/com.atproto.server.createAppPassword", headers=auth, json={"name": "phone"})
+    assert r.status_code == 200, r.text
+    app = {"Authorization": "Bearer " + httpx.post(pds.url + "/xrpc/com.atproto.server.createSession", json={
+        "identifier": pds.handle, "password": r.json()["password"]}).json()["accessJwt"]}
+    post = lambda nsid, **kw: httpx.post(pds.url + "/xrpc/com.atproto.server." + nsid, **kw)  # noqa: E731
+    assert post("updateEmail", headers=app, json={"email": "x@example.com"}).status_code in (400, 401)
+    assert post("updateEmail", headers=auth, json={"email": "x@example.com"}).status_code == 200
+    assert post("requestEmailConfirmation", headers=app).status_code == 200  # as on the reference
+    assert post("requestAccountDelete", headers=app).status_code in (400, 401)
+    assert post("deactivateAccount", headers=app, json={}).status_code in (400, 401)
