@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from tests.bench.bench_http_repo import Conn, create_loop, login  # noqa: E402
+from tests.bench.bench_http_repo import Conn, CpuClock, create_loop, login  # noqa: E402
 from tests.bench.benchlib import (  # noqa: E402
     DEFAULT_REF, Row, load, pid_listening_on, port_of, print_table, rss_mb, start_tinypds,
 )
@@ -102,9 +102,11 @@ async def live(http_url: str, token: str, did: str, pid: int | None, n: int, sub
     tasks = [asyncio.create_task(subscriber(ws_url, did, n, r, timeout=60 + n / 10)) for r in readies]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
     await asyncio.sleep(0.3)
+    cpu = CpuClock(pid)
     t0 = time.perf_counter()
     write_s = await write_with(host, int(port), token, did, n)
     results = await asyncio.gather(*tasks)
+    spent = cpu.lap()
     ok = [r for r in results if r["end"] is not None and r["mine"] == n]
     gaps = sum(sum(b - a - 1 for a, b in zip(r["seqs"], r["seqs"][1:]) if b > a) for r in results)
     disorder = sum(sum(b <= a for a, b in zip(r["seqs"], r["seqs"][1:])) for r in results)
@@ -112,13 +114,15 @@ async def live(http_url: str, token: str, did: str, pid: int | None, n: int, sub
     lossless = len(ok) == subs and gaps == 0 and disorder == 0 and same
     total = (max(r["end"] for r in ok) - t0) if ok else float("nan")
     out = {"write_rate": n / write_s, "frames_rate": n * subs / total, "lag": total - write_s,
-           "lossless": lossless, "rss": rss_mb(pid) if pid else float("nan")}
+           "lossless": lossless, "rss": rss_mb(pid) if pid else float("nan"),
+           "cpu_per_event": spent * 1000 / n if spent else float("nan")}
     errors = sorted({r["error"] for r in results if r["error"]})
     print(f"  {label}, {subs:2d} subscriber(s): {n} events written in {write_s:.2f}s ({out['write_rate']:,.0f}/s); "
           f"all delivered {total:.2f}s after the first write (last {out['lag']:.2f}s after the last ack) -> "
           f"{out['frames_rate']:,.0f} frames/s in all; every subscriber got every seq: "
           f"{'yes' if lossless else 'NO'} ({len(ok)}/{subs} complete, gaps {gaps}, out of order {disorder}, "
-          f"identical lists {same}{', errors ' + ','.join(errors) if errors else ''}); server RSS {out['rss']:.0f} MB; "
+          f"identical lists {same}{', errors ' + ','.join(errors) if errors else ''}); server RSS {out['rss']:.0f} MB, "
+          f"server CPU {out['cpu_per_event']:.2f} ms per event written and fanned out; "
           f"{load()}", flush=True)
     return out
 
@@ -274,6 +278,8 @@ def main(argv: list[str]) -> int:
                         [x["frames_rate"] for x in r], "{:,.0f}", "", None, "{:.1f}"),
                     Row(f"{subs} subscriber(s): writes/s", [x["write_rate"] for x in o], [x["write_rate"] for x in r],
                         "{:,.0f}", "", None, "{:.1f}"),
+                    Row(f"{subs} subscriber(s): server CPU ms/event", [x["cpu_per_event"] for x in o],
+                        [x["cpu_per_event"] for x in r], "{:.2f}", "", None),
                     Row(f"{subs} subscriber(s): lossless runs", [sum(x["lossless"] for x in o)],
                         [sum(x["lossless"] for x in r)] if r else [], "{:.0f}", f"all {len(o)}",
                         all(x["lossless"] for x in o)),

@@ -1,10 +1,11 @@
 """The HTTP front door against the real server: plain request overhead, auth overhead, sign-in.
 
-Run: `python tests/bench/bench_http.py [--n 5000]`. Prints figures (requests/s, p50/p95)
-and the server's RSS; asserts nothing. Measures `_health` (routing + error-handler-free
-path), describeServer, getSession (JWT verify + session lookup), an unknown method (the
-501 error path), createSession (argon2id: deliberately slow) and idle RSS. The load comes
-from keep-alive HTTP/1.1 connections on raw asyncio sockets, so the client costs little.
+Run: `python tests/bench/bench_http.py [--n 4000] [--loop uvloop] [--server-python PY]`. Prints
+figures (requests/s, p50/p95, the server's CPU time per request from /proc) and the server's
+RSS; asserts nothing. Measures `_health` (Litestar + uvicorn's per-request floor),
+describeServer, getSession (JWT verify + session lookup), an unknown method (the 501 error
+path), createSession (argon2id: deliberately slow) and idle RSS. The load comes from
+keep-alive HTTP/1.1 connections on raw asyncio sockets, so the client costs little.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.integration.conftest import start_server  # noqa: E402
+from tests.bench.bench_http_repo import CpuClock  # noqa: E402
+from tests.bench.benchlib import load, start_tinypds  # noqa: E402
 
 
 class Conn:
@@ -76,7 +77,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def run_load(host: str, port: int, n: int, clients: int, method: str, path: str, headers: dict | None = None,
-                   body: bytes | None = None, expect: int = 200) -> tuple[float, list[float]]:
+                   body: bytes | None = None, expect: int = 200, pid: int | None = None) -> tuple[float, list[float], float]:
     conns = [await Conn(host, port).open() for _ in range(clients)]
     latencies: list[float] = []
     per_client = n // clients
@@ -89,12 +90,14 @@ async def run_load(host: str, port: int, n: int, clients: int, method: str, path
             if status != expect:
                 raise RuntimeError(f"{path}: HTTP {status}: {data[:200]!r}")
 
+    cpu = CpuClock(pid)
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     elapsed = time.perf_counter() - t0
+    spent = cpu.lap() or 0.0
     for c in conns:
         c.close()
-    return per_client * clients / elapsed, latencies
+    return per_client * clients / elapsed, latencies, spent * 1000 / (per_client * clients)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -102,19 +105,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def report(name: str, rate: float, lat: list[float], target: str = "") -> None:
-    print(f"{name:<38} {rate:>9.0f} req/s   p50 {pct(lat, .5):6.2f} ms   p95 {pct(lat, .95):6.2f} ms   {target}")
+def report(name: str, rate: float, lat: list[float], cpu_ms: float) -> None:
+    print(f"{name:<38} {rate:>9.0f} req/s   p50 {pct(lat, .5):6.2f} ms   p95 {pct(lat, .95):6.2f} ms   "
+          f"server CPU {cpu_ms:.3f} ms/request", flush=True)
 
 
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp) / "data")
+        server = start_tinypds(Path(tmp) / "data", python=args.server_python, loop=args.loop)
         try:
-            host, port = server.url.removeprefix("http://").rsplit(":", 1)
-            port = int(port)
-            print(f"server pid {server.proc.pid}; idle RSS {rss_mb(server.proc.pid):.1f} MB (target < 40 MB)")
+            host, port = server.host_port
+            pid = server.pid
+            await asyncio.sleep(1.0)
+            print(f"server pid {pid} (loop {args.loop or 'as shipped'}); RSS {rss_mb(pid):.1f} MB 1 s after start "
+                  f"(budget 55 MB idle, issue 13); {load()}")
             c = await Conn(host, port).open()
-            body = json.dumps({"identifier": server.handle, "password": server.password}).encode()
+            body = json.dumps({"identifier": server.account["handle"], "password": server.account["password"]}).encode()
             times = []
             for _ in range(args.logins):
                 t0 = time.perf_counter()
@@ -127,15 +133,14 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"p50 {pct(times, .5):6.2f} ms   (argon2id interactive: slow on purpose)")
             auth = {"Authorization": f"Bearer {token}"}
             for clients in (1, 8):
-                rate, lat = await run_load(host, port, args.n, clients, "GET", "/xrpc/_health")
-                report(f"_health ({clients} conn)", rate, lat)
-                rate, lat = await run_load(host, port, args.n, clients, "GET", "/xrpc/com.atproto.server.describeServer")
-                report(f"describeServer ({clients} conn)", rate, lat)
-                rate, lat = await run_load(host, port, args.n, clients, "GET", "/xrpc/com.atproto.server.getSession", auth)
-                report(f"getSession, authed ({clients} conn)", rate, lat)
-                rate, lat = await run_load(host, port, args.n, clients, "GET", "/xrpc/com.example.unknown", expect=501)
-                report(f"unknown method -> 501 ({clients} conn)", rate, lat)
-            print(f"RSS after load {rss_mb(server.proc.pid):.1f} MB (target < 80 MB)")
+                for label, path, hdrs, expect in (
+                        ("_health", "/xrpc/_health", None, 200),
+                        ("describeServer", "/xrpc/com.atproto.server.describeServer", None, 200),
+                        ("getSession, authed", "/xrpc/com.atproto.server.getSession", auth, 200),
+                        ("unknown method -> 501", "/xrpc/com.example.unknown", None, 501)):
+                    rate, lat, cpu_ms = await run_load(host, port, args.n, clients, "GET", path, hdrs, expect=expect, pid=pid)
+                    report(f"{label} ({clients} conn)", rate, lat, cpu_ms)
+            print(f"RSS after load {rss_mb(pid):.1f} MB; {load()}")
         finally:
             server.stop()
 
@@ -144,6 +149,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=4000, help="requests per measurement")
     p.add_argument("--logins", type=int, default=10)
+    p.add_argument("--loop", default=None, help="override uvicorn's loop (asyncio, uvloop); default as shipped")
+    p.add_argument("--server-python", default=None, help="interpreter for the server (e.g. a production venv)")
     asyncio.run(main_async(p.parse_args()))
 
 
