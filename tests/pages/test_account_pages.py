@@ -193,14 +193,9 @@ def test_idle_timeout(server):
 
 
 def _page_store(server):
-    # the mini app keeps the page-session store on app.state; reach it through a request-free path
-    import gc
+    from tinypds.pages.common import page_sessions  # noqa: F401  (the store lives on app.state)
 
-    from tinypds.services.page_sessions import PageSessions
-
-    found = [o for o in gc.get_objects() if isinstance(o, PageSessions)]
-    assert found
-    return found[-1]
+    return server.app.state.page_sessions
 
 
 def test_backups_download(server, tmp_path):
