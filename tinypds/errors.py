@@ -169,6 +169,12 @@ class AccountTakedown(AuthenticationRequired):
     status = 401
 
 
+class AuthFactorTokenRequired(AuthenticationRequired):
+    """createSession with the account password while a second factor is on: send authFactorToken."""
+
+    status = 401
+
+
 class Forbidden(XrpcError):
     status = 403
     default_message = "Forbidden"
@@ -177,12 +183,6 @@ class Forbidden(XrpcError):
 class NotFound(XrpcError):
     status = 404
     default_message = "Not Found"
-class AuthFactorTokenRequired(AuthenticationRequired):
-    """createSession with the account password while a second factor is on: send authFactorToken."""
-
-    status = 401
-
-
 
 
 class MethodNotAllowed(XrpcError):
