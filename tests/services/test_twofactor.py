@@ -198,3 +198,11 @@ def test_cli_2fa_off(tfa, db, clock, tmp_path, capsys, monkeypatch):
         assert not t.required(DID) and t.status(DID)["recovery_codes"] == 0
     finally:
         reopened.close()
+
+
+def test_failed_passkey_assertions_count_in_the_throttle(auth):
+    for _ in range(6):
+        with pytest.raises(InvalidToken):
+            run(auth.check_passkey(DID, "no-such-ceremony", '{"rawId": "AAAA"}', "3.3.3.3"))
+    with pytest.raises(RateLimitExceeded):
+        run(auth.check_passkey(DID, "no-such-ceremony", "{}", "3.3.3.3"))

@@ -197,15 +197,13 @@ async def signin_passkey(request: Request) -> Response | Template:
         sid, session, fields = await _pending(request)
     except PageRefused as exc:
         return refused(request, exc)
-    auth = services(request).auth
     try:
-        auth._check_throttle(client_ip(request), session.did)
-    except RateLimitExceeded as exc:
-        return _second_factor_view(request, session, exc.message, 429)
-    ok = await twofactor(request).passkey_verify(session.did, fields.get("ceremony") or "", fields.get("credential") or "")
-    if not ok:
-        auth._record_failure(client_ip(request), session.did)
-        return _second_factor_view(request, session, "The passkey was not accepted; try again", 401)
+        await services(request).auth.check_passkey(session.did, fields.get("ceremony") or "", fields.get("credential") or "",
+                                                   client_ip(request))
+    except (InvalidToken, RateLimitExceeded) as exc:
+        limited = isinstance(exc, RateLimitExceeded)
+        return _second_factor_view(request, session, exc.message if limited else "The passkey was not accepted; try again",
+                                   429 if limited else 401)
     return _complete(request, sid)
 
 

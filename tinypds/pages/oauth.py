@@ -170,20 +170,16 @@ async def authorize_submit(request: Request) -> Response | Template:
 async def _second_factor(request: Request, held: Any, fields: dict[str, str], ip: str) -> tuple[str, int] | None:
     """None when a code or passkey completes the sign-in; else (message, status)."""
     auth = services(request).auth
-    if fields.get("credential"):
-        try:
-            auth._check_throttle(ip, held.did)
-        except RateLimitExceeded as exc:
-            return exc.message, 429
-        if await twofactor(request).passkey_verify(held.did, fields.get("ceremony") or "", fields["credential"]):
-            return None
-        auth._record_failure(ip, held.did)
-        return "The passkey was not accepted; try again", 401
+    passkey = bool(fields.get("credential"))
     try:
-        await auth.check_second_factor(held.did, fields.get("code") or "", ip)
+        if passkey:
+            await auth.check_passkey(held.did, fields.get("ceremony") or "", fields["credential"], ip)
+        else:
+            await auth.check_second_factor(held.did, fields.get("code") or "", ip)
     except (InvalidToken, RateLimitExceeded) as exc:
-        limited = isinstance(exc, RateLimitExceeded)
-        return (exc.message if limited else "That code is not right"), (429 if limited else 401)
+        if isinstance(exc, RateLimitExceeded):
+            return exc.message, 429
+        return ("The passkey was not accepted; try again" if passkey else "That code is not right"), 401
     return None
 
 

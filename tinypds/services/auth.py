@@ -287,6 +287,14 @@ class AuthService:
             raise InvalidToken("Token is invalid")
         return used
 
+    async def check_passkey(self, did: str, ceremony: str, credential: str, ip: str) -> None:
+        """A passkey assertion as the second factor, throttled like a code. InvalidToken or
+        RateLimitExceeded."""
+        self._check_throttle(ip, did)
+        if self.twofactor is None or not await self.twofactor.passkey_verify(did, ceremony, credential):
+            self._record_failure(ip, did)
+            raise InvalidToken("The passkey was not accepted")
+
     async def create_session(self, identifier: str, password: str, ip: str,
                              auth_factor_token: str | None = None) -> tuple[dict, dict]:
         """Sign in with the account password or an app password -> (account, tokens).
