@@ -109,8 +109,9 @@ def _same_site(request: Request) -> None:
         raise PageRefused("Cross-site form submission refused")
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if origin.split("://", 1)[-1] != host:
+        public = str(services(request).settings.public_url).rstrip("/")
+        # the browser's origin is the request's host, or the public URL when a proxy rewrote Host
+        if origin.split("://", 1)[-1] != request.headers.get("host", "") and origin != public:
             raise PageRefused("Form came from another site")
 
 
