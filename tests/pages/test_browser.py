@@ -2,7 +2,7 @@
 with the system browser; never `playwright install`) signs in, enrols TOTP (codes computed from
 the shown secret), enrols a passkey through Chromium's virtual authenticator (DevTools
 WebAuthn domain) and signs in with it, makes and revokes an app password, signs a session out,
-changes the handle, downloads both backups. Screenshots go to TINYPDS_SCREENSHOTS if set."""
+changes the handle, downloads both backups, changes the password, deactivates and reactivates. Screenshots go to TINYPDS_SCREENSHOTS if set."""
 
 from __future__ import annotations
 
@@ -167,6 +167,21 @@ def test_account_page_in_chromium(tmp_path):
             dl.value.save_as(sealed)
             assert sealed.read_bytes()[:16] == b"SQLite format 3\x00"
             _shot(page, "07-final")
+
+            # ---- password change; deactivate and reactivate behind a typed confirmation ----
+            page.get_by_label("Current password").fill(server.password)
+            page.get_by_label("New password", exact=True).fill("a brand new password")
+            page.get_by_label("New password again").fill("a brand new password")
+            page.get_by_role("button", name="Change password").click()
+            page.wait_for_selector("text=Password changed")
+            page.locator("#deactivate-confirm").fill("bob.test")
+            page.get_by_role("button", name="Deactivate the account").click()
+            page.wait_for_selector("text=The account is deactivated")
+            assert server.svc.account.status == "deactivated"
+            page.get_by_role("button", name="Reactivate the account").click()
+            page.wait_for_selector("text=The account is active again")
+            assert server.svc.account.status == "active"
+            server.call(server.svc.auth.check_password(server.did, "a brand new password", "127.0.0.1"))
             assert not [m for m in console if "Content Security Policy" in m], console
         finally:
             context.close()
