@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,39 @@ def _print_summary(s: Any, out=None) -> None:
     print(f"signature {s.signature}", file=out)
 
 
+class _SyncingWriter:
+    """A file whose written data goes to disk in the background as the export runs (an
+    fdatasync on a helper thread every SYNC_BYTES), so the fsync at the end waits for the
+    last stretch only instead of the whole CAR (~1 s for 371 MB here)."""
+
+    SYNC_BYTES = 32 * 1024 * 1024
+
+    def __init__(self, fh: Any):
+        self.fh = fh
+        self.unsynced = 0
+        self.syncer: threading.Thread | None = None
+
+    def write(self, data: bytes) -> int:
+        n = self.fh.write(data)
+        self.unsynced += len(data)
+        if self.unsynced >= self.SYNC_BYTES and (self.syncer is None or not self.syncer.is_alive()):
+            self.fh.flush()
+            self.unsynced = 0
+            self.syncer = threading.Thread(target=os.fdatasync, args=(self.fh.fileno(),), daemon=True)
+            self.syncer.start()
+        return n
+
+    def wait(self) -> None:
+        if self.syncer is not None:
+            self.syncer.join()
+
+    def finish(self) -> None:
+        """Flush and fsync: the file is complete on disk when this returns."""
+        self.wait()
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..services.repo_io import RepoIOError, export_car
 
@@ -115,10 +149,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CliError(f"{dest} already exists; choose another name or pass --force")
             tmp = dest.with_name(f".{dest.name}.partial")
             try:
-                with open(tmp, "wb") as out:
-                    n = export_car(db, out, phases)
-                    out.flush()
-                    os.fsync(out.fileno())
+                with open(tmp, "wb") as raw:
+                    out = _SyncingWriter(raw)
+                    try:
+                        n = export_car(db, out, phases)
+                        out.finish()
+                    finally:
+                        out.wait()  # before the file closes, also when the export failed
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
