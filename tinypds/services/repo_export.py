@@ -77,7 +77,7 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         done = 0  # records taken from `records` (names the one that fails)
         shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
         sent: set[bytes] = set()
-        stack: list[list] = []  # frames: [entries, next index]
+        stack: list[Iterator[tuple[bytes, bytes]]] = []  # per open node: its entries still to visit
         cid: bytes | None = bytes(root.data_cid)
         while True:
             while cid:  # descend: emit the node, then its left subtree first
@@ -85,12 +85,13 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                 if row is None:
                     raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
                 data = row[0]
-                append(varint[len(cid) + len(data)])
+                n = len(data)
+                append(varint[len(cid) + n])
                 append(cid)
                 append(data)
-                size += len(data)
+                size += n
                 left, entries = _links(data, cid)
-                stack.append([entries, 0])
+                stack.append(iter(entries))
                 cid = left
             if size >= chunk_size:
                 yield b"".join(parts)
@@ -98,13 +99,11 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                 size = 0
             if not stack:
                 break
-            frame = stack[-1]
-            entries, i = frame
-            if i == len(entries):
+            item = next(stack[-1], None)
+            if item is None:
                 stack.pop()
                 continue
-            frame[1] = i + 1
-            cid, want = entries[i]  # cid: the right subtree (b"" if none), descended into next
+            cid, want = item  # cid: the right subtree (b"" if none), descended into next
             entry = next(records, None)
             done += 1
             if entry is None or entry[0] != want:
@@ -118,10 +117,11 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                     continue
                 sent.add(want)
             data = entry[1]
-            append(varint[len(want) + len(data)])
+            n = len(data)
+            append(varint[len(want) + n])
             append(want)
             append(data)
-            size += len(data)
+            size += n
         if next(records, None) is not None:
             raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
         yield b"".join(parts)
