@@ -71,8 +71,7 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                  bytes(root.commit_cid), commit]
         append = parts.append
         size = 0
-        node_sql = f"SELECT data FROM blocks WHERE {blocks_db.BY_CID}"
-        execute = conn.cursor().execute  # one cursor for every node lookup (no cursor object per call)
+        read_block = blocks_db.block_reader(conn)
         records = records_db.iter_record_blocks_in_mst_order(conn)
         done = 0  # records taken from `records` (names the one that fails)
         shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
@@ -81,10 +80,9 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         cid: bytes | None = bytes(root.data_cid)
         while True:
             while cid:  # descend: emit the node, then its left subtree first
-                row = execute(node_sql, (cid,)).fetchone()
-                if row is None:
+                data = read_block(cid)
+                if data is None:
                     raise RepoIOError(f"stored repo is missing MST node {CID(cid)}; run `tinypds verify`")
-                data = row[0]
                 n = len(data)
                 append(varint[len(cid) + n])
                 append(cid)

@@ -10,7 +10,7 @@ full import" (`base_rev`); `SqliteBlocks` keeps a small LRU and never caches mis
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..core.cid import CID
 from .db import sort_cache
@@ -93,6 +93,19 @@ def end_bulk_load(conn: Conn) -> CID | None:
 def block_id(conn: Conn, cid: bytes) -> int | None:
     row = conn.execute(f"SELECT id FROM blocks WHERE {BY_CID}", (bytes(cid),)).fetchone()
     return row[0] if row else None
+
+
+def block_reader(conn: Conn) -> Callable[[bytes], bytes | None]:
+    """`read(cid) -> data or None` for many point reads in a row on one connection (export):
+    one cursor serves them all (~17% cheaper than a cursor per read). Its last statement
+    stays open until the next read: use it for reads only, not around DDL."""
+    execute = conn.cursor().execute
+    sql = f"SELECT data FROM blocks WHERE {BY_CID}"
+
+    def read(cid: bytes) -> bytes | None:
+        row = execute(sql, (cid,)).fetchone()
+        return row[0] if row is not None else None
+    return read
 
 
 def get_block(conn: Conn, cid: bytes) -> bytes | None:
