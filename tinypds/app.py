@@ -77,7 +77,7 @@ CORS_EXPOSE = ["*", "dpop-nonce", "www-authenticate", "ratelimit-limit", "rateli
 def _open_metrics(settings: Settings) -> Any:
     if settings.metrics == "off":
         return None
-    from .services.metrics import Metrics
+    from .services.sync.metrics import Metrics
 
     return Metrics(settings, known_paths={p for h in ROUTES for p in getattr(h, "paths", ())})
 

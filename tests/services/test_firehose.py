@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tinypds.core import dagcbor
-from tinypds.services.firehose import Firehose, iso_time
+from tinypds.services.sync.firehose import Firehose, iso_time
 from tinypds.store import events as events_db
 
 from .repo_helpers import open_env

@@ -19,9 +19,9 @@ from tinypds.core.cid import CID
 from tinypds.core.commit import CommitData, RecordOp, build_commit_from_root, verify_inductive
 from tinypds.core.mst import MST
 from tinypds.core.mst.proof import proof_blocks_for_keys
-from tinypds.services.crawl import Crawler
-from tinypds.services.ratelimit import WriteRateLimiter
-from tinypds.services.sequencer import SeqKeeper
+from tinypds.services.sync.crawl import Crawler
+from tinypds.services.sync.ratelimit import WriteRateLimiter
+from tinypds.services.sync.sequencer import SeqKeeper
 from tinypds.store import events as events_db
 from tinypds.store.db import Database
 

@@ -13,7 +13,7 @@ from tinypds.core.car import CarParser
 from tinypds.core.cid import cid_for_dagcbor
 from tinypds.core.dagcbor import decode
 from tinypds.core.mst import verify_proof, verify_tree
-from tinypds.services.sync import SyncService
+from tinypds.services.sync.reads import SyncService
 from tinypds.store import accounts as accounts_db
 
 from .repo_helpers import DID, OTHER_DID, open_env

@@ -11,9 +11,9 @@ import pytest
 
 from tests.relay_standin import Host, RelayStandIn
 from tinypds.config import Settings
-from tinypds.services.health import HealthWatcher
-from tinypds.services.health_checks import probe_handle
-from tinypds.services.health_report import HealthReport, load_report, report_lines
+from tinypds.services.sync.health import HealthWatcher
+from tinypds.services.sync.health_checks import probe_handle
+from tinypds.services.sync.health_report import HealthReport, load_report, report_lines
 
 from .repo_helpers import DID, open_env
 
@@ -236,7 +236,7 @@ def test_status_shows_the_stored_network_section_and_fails_when_unhealthy(env, r
 def test_metrics_expose_requests_firehose_and_relay_health(env, relay):
     import sys
 
-    from tinypds.services.metrics import Metrics
+    from tinypds.services.sync.metrics import Metrics
 
     settings = Settings(data_dir=env.dir, metrics="loopback")
     assert Metrics.open(settings.replace(metrics="off")) is None
@@ -290,7 +290,7 @@ def test_a_subscribed_relay_that_missed_our_commits_gets_a_sync_event(env, relay
 def test_the_dns_check_runs_in_a_child_process_and_says_no_record(monkeypatch):
     import sys
 
-    from tinypds.services.health_checks import dns_txt_isolated
+    from tinypds.services.sync.health_checks import dns_txt_isolated
 
     before = "dns" in sys.modules
     found = asyncio.run(dns_txt_isolated("_atproto.no-such-name.invalid", 2))

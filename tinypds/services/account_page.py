@@ -63,9 +63,9 @@ def health_lines(health: Any) -> list[str]:
     if health is None:
         return []
     try:
-        from .health_report import report_lines
+        from .sync.health_report import report_lines
 
-        report = health.report()  # services.health.HealthWatcher: the last round's facts
+        report = health.report()  # services.sync.health.HealthWatcher: the last round's facts
         return [f"{label}: {value}" for label, value, _ok in report_lines(report)]
     except Exception:  # noqa: BLE001  (the watcher is optional and may be mid-change)
         return []

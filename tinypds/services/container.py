@@ -20,20 +20,20 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .account import AccountRow
     from .auth import AuthService
     from .blobs import BlobService
-    from .crawl import Crawler
-    from .firehose import Firehose
-    from .health import HealthWatcher
+    from .sync.crawl import Crawler
+    from .sync.firehose import Firehose
+    from .sync.health import HealthWatcher
     from .keys import KeyStore
     from .local_identity import LocalIdentity
     from .migration import MigrationService
     from .oauth.server import OAuthService
     from .preferences import PreferencesService
     from .proxy import ProxyService
-    from .ratelimit import WriteRateLimiter
+    from .sync.ratelimit import WriteRateLimiter
     from .records import RecordService
     from .repo import RepoService
-    from .sequencer import SeqKeeper
-    from .sync import SyncService
+    from .sync.sequencer import SeqKeeper
+    from .sync.reads import SyncService
     from ..store.db import Database
 
 log = logging.getLogger("tinypds.services")
@@ -91,7 +91,7 @@ async def open_services(settings: Settings) -> AppServices:
     from .blobs import BlobService
     from .keys import KeyStore
     from .local_identity import build_local_identity
-    from .relay import open_relay_services
+    from .sync.relay import open_relay_services
     from ..store.db import Database
 
     svc = AppServices(settings=settings)

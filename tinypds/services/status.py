@@ -15,7 +15,7 @@ from typing import Any
 
 from ..store import ops as store_ops
 from ..store.db import DatabaseError
-from .health_report import HealthReport, report_lines
+from .sync.health_report import HealthReport, report_lines
 from .ops import OpsError, server_running
 
 

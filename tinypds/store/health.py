@@ -1,6 +1,6 @@
 """The network-health report row: one JSON document in `meta('health')`.
 
-Only SQL. The server's health watcher (services.health) replaces the document after each
+Only SQL. The server's health watcher (services.sync.health) replaces the document after each
 round of checks; `tinypds status`, a separate process, reads it. No schema migration: the
 `meta` key/value table already exists. Nothing secret is stored here (relay answers only).
 """

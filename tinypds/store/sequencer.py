@@ -2,7 +2,7 @@
 
 Only SQL. `meta('seq')` (owned by store.events) is the last seq handed out;
 `meta('seq_reserved')` is the highest seq this database has promised not to exceed
-without first recording a higher reservation outside the file (services.firehose writes
+without first recording a higher reservation outside the file (services.sync.firehose writes
 the same number to a sidecar file). Tricky bit: a restored older backup carries an older
 reservation than the sidecar file, which is how a restore is detected.
 """

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import events as events_core
-from ..store import accounts as accounts_db
-from ..store import blocks as blocks_db
-from ..store import events as events_db
-from ..store import repo as repo_db
-from ..store import sequencer as seq_db
-from .repo import iso_now
+from ...core import events as events_core
+from ...store import accounts as accounts_db
+from ...store import blocks as blocks_db
+from ...store import events as events_db
+from ...store import repo as repo_db
+from ...store import sequencer as seq_db
+from ..repo import iso_now
 
 log = logging.getLogger("tinypds.sequencer")
 

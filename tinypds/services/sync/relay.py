@@ -17,9 +17,9 @@ from .crawl import Crawler
 from .firehose import Firehose
 from .health import HealthWatcher
 from .ratelimit import WriteRateLimiter
-from .repo import iso_now
+from ..repo import iso_now
 from .sequencer import SeqKeeper, identity_and_account_events
-from .sync import SyncService
+from .reads import SyncService
 
 log = logging.getLogger("tinypds.relay")
 

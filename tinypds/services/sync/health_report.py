@@ -111,7 +111,7 @@ class HealthReport:
 
 def load_report(conn_reader: Any) -> HealthReport | None:
     """The last stored report. `conn_reader(fn)` runs fn(conn) in a read snapshot (Database.read or ops.read_only)."""
-    from ..store.health import get_report
+    from ...store.health import get_report
 
     doc = conn_reader(get_report)
     return HealthReport.from_json(doc) if doc else None

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import RateLimitExceeded
+from ...errors import RateLimitExceeded
 
 
 @dataclass

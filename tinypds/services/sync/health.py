@@ -47,10 +47,10 @@ class _Own:
 
 
 def _read_own(conn: Any) -> _Own:
-    from ..store.accounts import get_account
-    from ..store.events import last_seq
-    from ..store.records import list_records
-    from ..store.repo import get_root
+    from ...store.accounts import get_account
+    from ...store.events import last_seq
+    from ...store.records import list_records
+    from ...store.repo import get_root
 
     acct = get_account(conn)
     root = get_root(conn)
@@ -163,7 +163,7 @@ class HealthWatcher:
             await self._persist()
 
     async def _persist(self) -> None:
-        from ..store.health import put_report
+        from ...store.health import put_report
 
         doc = self._report.to_json()
         try:
@@ -282,7 +282,7 @@ class HealthWatcher:
     async def _resync(self) -> None:
         """A #sync event (our current commit): a subscribed relay that missed commits catches up from it.
         At most one per interval, whatever the number of relays."""
-        from .repo import iso_now
+        from ..repo import iso_now
         from .sequencer import sync_event
 
         now = self.clock()
@@ -360,7 +360,7 @@ class HealthWatcher:
             return self.token_for
 
         async def mint(lxm: str) -> str | None:
-            from ..core.jwt import create_service_auth
+            from ...core.jwt import create_service_auth
 
             try:
                 key = await asyncio.to_thread(self.keys.get_key, did, "signing")

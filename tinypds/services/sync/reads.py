@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterable, Iterator
 
-from .. import errors
-from ..core import car as car_core
-from ..core.cid import CID
-from ..core.mst import MST, proof_blocks
-from ..store import accounts as accounts_db
-from ..store import blocks as blocks_db
-from ..store import repo as repo_db
-from ..store.blocks import SqliteBlocks
-from .thread_stream import aiter_thread
+from ... import errors
+from ...core import car as car_core
+from ...core.cid import CID
+from ...core.mst import MST, proof_blocks
+from ...store import accounts as accounts_db
+from ...store import blocks as blocks_db
+from ...store import repo as repo_db
+from ...store.blocks import SqliteBlocks
+from ..thread_stream import aiter_thread
 
 CAR_MEDIA_TYPE = "application/vnd.ipld.car"
 MAX_GET_BLOCKS = 1000
