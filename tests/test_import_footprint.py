@@ -49,6 +49,6 @@ def idle_server_modules(data_dir: Path) -> list[str]:
 def test_idle_server_does_not_import_on_demand_libraries(tmp_path: Path) -> None:
     modules = idle_server_modules(tmp_path / "data")
     # the services really opened (the relay wiring is the last step of open_services)
-    assert {"tinypds.app", "tinypds.services.sync.relay", "tinypds.services.keys"} <= set(modules)
+    assert {"tinypds.app", "tinypds.services.sync.relay", "tinypds.services.identity.keys"} <= set(modules)
     loaded = sorted(m for m in modules if m.split(".")[0] in NOT_IMPORTED_WHEN_IDLE)
     assert loaded == [], f"imported by an idle server (defer these to first use): {loaded}"

@@ -28,7 +28,7 @@ OWNERS = {
     "cbor2": {"core/dagcbor.py"},
     "multiformats": {"core/cid.py"},
     "apsw": {"store/"},
-    "keyring": {"services/keys.py"},
+    "keyring": {"services/identity/keys.py"},
     "coincurve": {"core/crypto.py"},
     "cryptography": {"core/crypto.py"},
     "msgspec": {"xrpc/"},
@@ -37,7 +37,7 @@ OWNERS = {
     "httptools": set(),  # uvicorn's: nothing in tinypds parses or frames HTTP itself
     "wsproto": set(),
     "h11": set(),
-    "dns": {"services/identity.py"},
+    "dns": {"services/identity/resolver.py"},
 }
 
 

@@ -15,9 +15,9 @@ from tinypds.config import Settings
 from tinypds.core import plc as core_plc
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.services.account_status import DidTruth
-from tinypds.services.keys import KeyStore, SealedFileKeyring
-from tinypds.services.local_identity import build_local_identity, pds_services
-from tinypds.services.plc import PlcClient, PlcLogError
+from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
+from tinypds.services.identity.local import build_local_identity, pds_services
+from tinypds.services.identity.plc import PlcClient, PlcLogError
 from tinypds.store.db import Database
 
 

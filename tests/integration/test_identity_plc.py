@@ -21,10 +21,10 @@ from tinypds.config import Settings
 from tinypds.core import plc as core_plc
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.errors import InvalidRequest
-from tinypds.services.identity import doc_handle, doc_pds_endpoint, doc_signing_key
-from tinypds.services.keys import KeyStore, SealedFileKeyring
-from tinypds.services.local_identity import build_local_identity
-from tinypds.services.plc import DirectoryRejected, PlcClient
+from tinypds.services.identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
+from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
+from tinypds.services.identity.local import build_local_identity
+from tinypds.services.identity.plc import DirectoryRejected, PlcClient
 from tinypds.store.db import Database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -127,8 +127,8 @@ def test_serving_an_offline_copy_never_looks_up_its_signing_key(tmp_path, monkey
     from tests.inprocess import serve
     from tinypds.app import create_app
     from tinypds.config import Settings
-    from tinypds.services import keys as keys_service
-    from tinypds.services.local_identity import check_startup_keys
+    from tinypds.services.identity import keys as keys_service
+    from tinypds.services.identity.local import check_startup_keys
 
     root, blocks = build_repo_blocks(5, KEY, did=DID)
     data = tmp_path / "data"

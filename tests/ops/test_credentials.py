@@ -13,7 +13,7 @@ import pytest
 
 from tinypds.config import load_settings
 from tinypds.core.crypto import K256PrivateKey
-from tinypds.services.keys import CREDENTIAL_NAME, KeyStore, KeyStoreError
+from tinypds.services.identity.keys import CREDENTIAL_NAME, KeyStore, KeyStoreError
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
 

@@ -92,7 +92,7 @@ def test_unit_is_hardened():
     assert set(d["RestrictAddressFamilies"][0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
     assert d["CapabilityBoundingSet"] == [""]
     # the headless key store: the sealing secret arrives as the credential KeyStore looks for
-    from tinypds.services.keys import CREDENTIAL_NAME
+    from tinypds.services.identity.keys import CREDENTIAL_NAME
 
     assert any(v.startswith(CREDENTIAL_NAME + ":") for v in d["LoadCredential"])
     env = dict(v.split("=", 1) for v in d["Environment"])

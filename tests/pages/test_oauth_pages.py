@@ -106,7 +106,7 @@ def test_permission_set_shown_by_its_own_words_and_expanded_in_the_token(server,
     """include: through a DNS stand-in and a lexicon host on loopback: the consent page names the
     set by its title in the browser's language; the access token's scopes carry its grants."""
     from tests.services.test_oauth_permission_sets import NSID, DnsStandIn, LexiconHost, calendar_set
-    from tinypds.services.identity import DidResolver, dns_txt_at
+    from tinypds.services.identity.resolver import DidResolver, dns_txt_at
     from tinypds.services.oauth.permission_sets import PermissionSetResolver
     from tinypds.services.oauth.scopes import RepoWrite, scope_allows
 

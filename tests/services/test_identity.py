@@ -23,10 +23,10 @@ from tinypds.errors import (
     UnsupportedDomain,
     UpstreamFailure,
 )
-from tinypds.services.identity import HandleResolver
-from tinypds.services.keys import KeyMissingError, KeyStore, SealedFileKeyring
-from tinypds.services.local_identity import build_local_identity
-from tinypds.services.plc import PlcClient, PlcLogError
+from tinypds.services.identity.resolver import HandleResolver
+from tinypds.services.identity.keys import KeyMissingError, KeyStore, SealedFileKeyring
+from tinypds.services.identity.local import build_local_identity
+from tinypds.services.identity.plc import PlcClient, PlcLogError
 from tinypds.store import events as events_db
 from tinypds.store.db import Database
 

@@ -12,15 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tinypds.errors import DidNotFound, InvalidRequest, UpstreamFailure, UpstreamTimeout
-from tinypds.services.identity import (
-    DidResolver,
-    HandleResolver,
-    IdentityResolver,
-    doc_handle,
-    doc_pds_endpoint,
-    doc_signing_key,
-)
-from tinypds.services.plc import PlcClient
+from tinypds.services.identity.resolver import (DidResolver, HandleResolver, IdentityResolver, doc_handle, doc_pds_endpoint, doc_signing_key)
+from tinypds.services.identity.plc import PlcClient
 
 DID_A = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 DID_B = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"

@@ -13,13 +13,7 @@ import nacl.pwhash
 import pytest
 
 from tinypds.core.crypto import K256PrivateKey, P256PrivateKey
-from tinypds.services.keys import (
-    CREDENTIAL_NAME,
-    KeyMissingError,
-    KeyStore,
-    KeyStoreError,
-    SealedFileKeyring,
-)
+from tinypds.services.identity.keys import (CREDENTIAL_NAME, KeyMissingError, KeyStore, KeyStoreError, SealedFileKeyring)
 from tinypds.services.passwords import hash_password, verify_password
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
@@ -178,9 +172,9 @@ def test_open_auto_uses_a_configured_keyring(tmp_path):
 
 def test_keyring_property_mechanism(tmp_path, monkeypatch):
     # keyring's own KEYRING_PROPERTY_* env vars can place the file (as when selected by
-    # PYTHON_KEYRING_BACKEND=tinypds.services.keys.SealedFileKeyring)
+    # PYTHON_KEYRING_BACKEND=tinypds.services.identity.keys.SealedFileKeyring)
     monkeypatch.setenv("KEYRING_PROPERTY_FILE_PATH", str(tmp_path / "via-env.json"))
-    backend = keyring.core.load_keyring("tinypds.services.keys.SealedFileKeyring")
+    backend = keyring.core.load_keyring("tinypds.services.identity.keys.SealedFileKeyring")
     assert isinstance(backend, SealedFileKeyring)
     assert backend.file_path == tmp_path / "via-env.json"
     assert backend.secret_path == tmp_path / "via-env.json.secret"

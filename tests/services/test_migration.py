@@ -20,9 +20,9 @@ from tinypds.core import plc as core_plc
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.core.jwt import create_service_auth, sign_jwt
 from tinypds.services.auth import AuthService
-from tinypds.services.identity import HandleResolver
-from tinypds.services.keys import KeyStore, SealedFileKeyring
-from tinypds.services.local_identity import build_local_identity
+from tinypds.services.identity.resolver import HandleResolver
+from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
+from tinypds.services.identity.local import build_local_identity
 from tinypds.services.migration import CREATE_ACCOUNT_LXM, MigrationService, mint_invite_code
 from tinypds.services.migration_client import MigrationState
 from tinypds.services.xrpc_client import XrpcClient

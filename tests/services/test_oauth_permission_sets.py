@@ -18,7 +18,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tinypds.services.identity import DidResolver, dns_txt_at
+from tinypds.services.identity.resolver import DidResolver, dns_txt_at
 from tinypds.services.oauth.permission_sets import PermissionSetError, PermissionSetResolver, grants
 from tinypds.services.oauth.scopes import RepoWrite, RpcCall, describe, parse_scope, scope_allows
 

@@ -13,7 +13,7 @@ from tinypds.cli import main as cli_main
 from tinypds.errors import AuthFactorTokenRequired, InvalidToken, RateLimitExceeded
 from tinypds.services import passwords
 from tinypds.services.auth import AuthService
-from tinypds.services.keys import KeyStore, SealedFile
+from tinypds.services.identity.keys import KeyStore, SealedFile
 from tinypds.services.twofactor import TwoFactorError, TwoFactorService, normalize_code
 from tinypds.store import accounts
 from tinypds.store.db import Database

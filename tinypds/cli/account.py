@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open_db(args: argparse.Namespace) -> Any:
-    from ..services.local_identity import open_database
+    from ..services.identity.local import open_database
 
     settings = settings_from_args(args)
     if not settings.db_path.exists():

@@ -1,6 +1,6 @@
 """`tinypds init`, `tinypds plc log|verify|token|handle`, `tinypds key export|import`.
 
-Thin over services.local_identity / services.plc / services.keys: parses flags, reads the
+Thin over services.identity (local, plc, keys): parses flags, reads the
 password or passphrase (prompt or stdin, never a flag), chooses and explains the key store,
 writes the data directory's tinypds.toml once the account exists, prints next steps.
 Tricky bits: init refuses a data directory that already has an account; every failure is a
@@ -83,7 +83,7 @@ def _secret(prompt: str, from_stdin: bool, confirm: bool = True) -> str:
 
 
 def _open_keys(settings: Any):
-    from ..services.keys import KeyStore, KeyStoreError
+    from ..services.identity.keys import KeyStore, KeyStoreError
 
     try:
         return KeyStore.open(settings)
@@ -100,8 +100,8 @@ def _run(coro: Any) -> Any:
 
 def _with_identity(args: argparse.Namespace, fn: Any, *, keys_needed: bool = True) -> Any:
     """Open settings, db, keys and the LocalIdentity; run `await fn(ident)`; close everything."""
-    from ..services.keys import KeyStoreError
-    from ..services.local_identity import build_local_identity, open_database
+    from ..services.identity.keys import KeyStoreError
+    from ..services.identity.local import build_local_identity, open_database
 
     settings = settings_from_args(args)
     if not settings.db_path.exists():
@@ -148,8 +148,8 @@ def _write_config(data_dir: Path, values: dict[str, Any]) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError, SealedFile
-    from ..services.local_identity import build_local_identity, open_database
+    from ..services.identity.keys import KeyStoreError, SealedFile
+    from ..services.identity.local import build_local_identity, open_database
     from ..services.passwords import hash_password
 
     overrides: dict[str, Any] = {"hostname": args.hostname, "keyring_backend": args.keyring_backend, "key_file": args.key_file}
@@ -315,7 +315,7 @@ def cmd_plc_rotate_key(args: argparse.Namespace) -> int:
 
 
 def cmd_key_export(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError
+    from ..services.identity.keys import KeyStoreError
 
     dest = Path(args.sealed)
     if dest.exists():
@@ -336,7 +336,7 @@ def cmd_key_export(args: argparse.Namespace) -> int:
 
 
 def cmd_key_import(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError
+    from ..services.identity.keys import KeyStoreError
 
     src = Path(args.file)
     if not src.is_file():
@@ -354,7 +354,7 @@ def cmd_key_import(args: argparse.Namespace) -> int:
 
 
 def _local_did(settings: Any) -> str:
-    from ..services.local_identity import open_database
+    from ..services.identity.local import open_database
 
     if not settings.db_path.exists():
         raise CliError(f"no database at {settings.db_path}; nothing to export")

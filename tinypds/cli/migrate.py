@@ -143,7 +143,7 @@ def cmd_migrate_in(args: argparse.Namespace) -> int:
     def invite() -> str:
         if args.invite_code:
             return args.invite_code
-        from ..services.local_identity import open_database
+        from ..services.identity.local import open_database
         from ..services.migration import mint_invite_code
 
         db = open_database(settings)
@@ -160,7 +160,7 @@ def cmd_migrate_in(args: argparse.Namespace) -> int:
 
 def _local_account(settings: Any) -> tuple[Any, Any]:
     from ..services.account import get_account
-    from ..services.local_identity import open_database
+    from ..services.identity.local import open_database
 
     db = open_database(settings)
     account = get_account(db)
@@ -177,8 +177,8 @@ def cmd_migrate_out(args: argparse.Namespace) -> int:
     password = _password(args)
 
     async def token_for(did: str) -> str:
-        from ..services.local_identity import open_database
-        from ..services.plc import PlcService
+        from ..services.identity.local import open_database
+        from ..services.identity.plc import PlcService
 
         db = open_database(settings)
         try:
@@ -193,7 +193,7 @@ def cmd_migrate_out(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    from ..services.local_identity import open_database
+    from ..services.identity.local import open_database
     from ..services.migration import INVITE_TTL_SECONDS, mint_invite_code
 
     settings = settings_from_args(args)

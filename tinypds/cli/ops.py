@@ -66,7 +66,7 @@ def _passphrase(from_stdin: bool, confirm: bool) -> str:
 
 
 def _keys(settings: Any) -> Any:
-    from ..services.keys import KeyStore, KeyStoreError
+    from ..services.identity.keys import KeyStore, KeyStoreError
 
     try:
         return KeyStore.open(settings)
@@ -93,7 +93,7 @@ class _Pages:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError
+    from ..services.identity.keys import KeyStoreError
     from ..services.ops import OpsError, backup
 
     settings = settings_from_args(args)
@@ -117,7 +117,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from ..services.keys import KeyStoreError
+    from ..services.identity.keys import KeyStoreError
     from ..services.ops import OpsError, restore
 
     settings = settings_from_args(args)

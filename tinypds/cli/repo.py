@@ -72,7 +72,7 @@ def _open_db(settings: Any, create: bool):
 
 
 def _keys(settings: Any):
-    from ..services.keys import KeyStore, KeyStoreError
+    from ..services.identity.keys import KeyStore, KeyStoreError
 
     try:
         return KeyStore.open(settings)  # settings.credentials_dir: systemd's $CREDENTIALS_DIRECTORY
@@ -181,7 +181,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise CliError(f"{src} is not a file; give the path of a repo CAR (e.g. from 'Export my data')")
     did_key, lookup = args.did_key, None
     if did_key is None:  # the key from the DID document (network I/O before the write transaction)
-        from ..services.repo_keys import lookup_car_signing_key
+        from ..services.identity.repo_keys import lookup_car_signing_key
 
         lookup = lookup_car_signing_key(src, settings.plc_url)
         did_key = lookup.did_key
@@ -219,7 +219,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _keys_if_present(settings: Any, did: str) -> Any:
     """The key store when it holds the account's signing key, else None (never an error)."""
-    from ..services.keys import KeyStore, KeyStoreError
+    from ..services.identity.keys import KeyStore, KeyStoreError
 
     try:
         keys = KeyStore.open(settings)
@@ -249,7 +249,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 if did_key is None and account is not None:
                     # the public key the DID document names (local log / our did:web document);
                     # else the key store's key if it is here; else the document resolved now
-                    from ..services.local_identity import document_signing_key
+                    from ..services.identity.local import document_signing_key
 
                     did_key, where = document_signing_key(settings, db, account.did, network=False)
                     if did_key is None and account.status != "offline-copy":

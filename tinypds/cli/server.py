@@ -103,8 +103,8 @@ def _announce(sockets: list) -> None:
 
 def _check_keys(settings: Any) -> None:
     """A missing or locked key store is a one-line startup error naming the fix."""
-    from ..services.keys import KeyStoreError
-    from ..services.local_identity import check_startup_keys
+    from ..services.identity.keys import KeyStoreError
+    from ..services.identity.local import check_startup_keys
 
     try:
         check_startup_keys(settings)

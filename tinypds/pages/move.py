@@ -36,7 +36,7 @@ def job_view(request: Request) -> dict | None:
 
 async def _move(svc: Any, j: dict, new_url: str, handle: str, email: str, invite: str | None, password: str) -> None:
     from ..services.migration_client import Migration, XrpcClient
-    from ..services.plc import PlcService
+    from ..services.identity.plc import PlcService
 
     account = svc.account
     old, new = XrpcClient(svc.settings.public_url), XrpcClient(new_url)

@@ -73,7 +73,7 @@ def health_lines(health: Any) -> list[str]:
 
 async def check_handle(identity: Any, did: str, handle: str) -> tuple[bool, str]:
     """Does `handle` resolve to `did` right now (DNS TXT or /.well-known)? (ok, message)."""
-    from .local_identity import check_new_handle
+    from .identity.local import check_new_handle
 
     try:
         handle = check_new_handle(handle)

@@ -4,7 +4,7 @@ NOW name this server and its signing key (DidTruth).
 
 Services layer: store reads on the read pool (the counts scan); no HTTP types. Tricky bits:
 DidTruth first lets the local PLC log learn the directory's newer ops (verified op by op,
-services.plc), caches the answer for minutes, waits on the network at most a few seconds
+services.identity.plc), caches the answer for minutes, waits on the network at most a few seconds
 (then answers from the local log) and holds no lock a write needs.
 """
 
@@ -66,7 +66,7 @@ class DidTruth:
     """`valid(did)`: the account's DID document, as the world sees it now, names this PDS
     (`settings.public_url`) and the signing key this server holds.
 
-    `identity`: services.local_identity.LocalIdentity (its PlcService learns the directory's
+    `identity`: services.identity.local.LocalIdentity (its PlcService learns the directory's
     ops; its resolver reads did:web documents); `signing_key(did)` -> our did:key.
     """
 
@@ -130,7 +130,7 @@ class DidTruth:
             return None
 
     async def _check(self, did: str) -> bool:
-        from .identity import doc_pds_endpoint, doc_signing_key
+        from .identity.resolver import doc_pds_endpoint, doc_signing_key
 
         doc = await self.current_doc(did)
         if doc is None:

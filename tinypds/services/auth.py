@@ -101,7 +101,7 @@ def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
     Stored as the "jwt" entry of `owner_did` (the service DID); the secret is a
     domain-separated hash of that entry, so the stored value is never used directly.
     """
-    from . import keys as keys_module
+    from .identity import keys as keys_module
     from ..core.crypto import K256PrivateKey
 
     try:

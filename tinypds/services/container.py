@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .sync.crawl import Crawler
     from .sync.firehose import Firehose
     from .sync.health import HealthWatcher
-    from .keys import KeyStore
-    from .local_identity import LocalIdentity
+    from .identity.keys import KeyStore
+    from .identity.local import LocalIdentity
     from .migration import MigrationService
     from .oauth.server import OAuthService
     from .preferences import PreferencesService
@@ -89,8 +89,8 @@ async def open_services(settings: Settings) -> AppServices:
     """Open the database (migrating it), the key store and the services built on them."""
     from .auth import AuthService, load_jwt_secret
     from .blobs import BlobService
-    from .keys import KeyStore
-    from .local_identity import build_local_identity
+    from .identity.keys import KeyStore
+    from .identity.local import build_local_identity
     from .sync.relay import open_relay_services
     from ..store.db import Database
 

@@ -36,8 +36,8 @@ from ..store import migration as migration_db
 from ..store import repo as repo_db
 from . import account as account_service
 from . import passwords
-from .identity import doc_handle, doc_pds_endpoint, doc_signing_key
-from .plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
+from .identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
+from .identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
 from .repo_io import RepoIOError, import_car
 from .repo import iso_now
 
@@ -74,7 +74,7 @@ def _take_invite(conn: Any, service_did: str, code: str, now: int) -> None:
 
 
 class MigrationService:
-    """`identity`: services.local_identity.LocalIdentity; `auth`: AuthService; `on_event()`
+    """`identity`: services.identity.local.LocalIdentity; `auth`: AuthService; `on_event()`
     wakes the firehose; `on_account_change()` makes the app re-read the account row."""
 
     def __init__(self, settings: Any, db: Any, keys: Any, identity: Any, auth: Any, *,
@@ -107,7 +107,7 @@ class MigrationService:
     async def create_account(self, *, did: str | None, handle: str, password: str | None, email: str | None,
                              invite_code: str | None, service_auth: str | None) -> dict:
         """Create the one account for an existing DID (deactivated). Returns the account dict."""
-        from .local_identity import check_new_handle
+        from .identity.local import check_new_handle
 
         if self.account() is not None:
             raise errors.AccountAlreadyExists("This server already holds its one account; createAccount is closed")

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from ..core import dagcbor
 from ..core.car import read_car_bytes, read_car_stream
 from ..core.cid import CID
-from .plc import PlcClient
+from .identity.plc import PlcClient
 from .xrpc_client import CHUNK, MigrationError, RemoteError, XrpcClient
 
 __all__ = ["Migration", "MigrationError", "MigrationState", "RemoteError", "Report", "XrpcClient"]

@@ -133,7 +133,7 @@ def backup(settings: Any, dest: Path | str, *, keys: Any = None, passphrase: str
             raise OpsError("the database has no account yet; there are no keys to back up")
         dids = [did] + ([settings.service_did] if settings.service_did != did else [])
         sealed = keys.export_sealed(dids, passphrase)
-        from .keys import PURPOSES
+        from .identity.keys import PURPOSES
 
         pairs = [(d, p) for d in dids for p in PURPOSES if keys.has_key(d, p)]
 

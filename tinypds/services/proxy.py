@@ -25,7 +25,7 @@ from ..core import syntax as sx
 from ..core.jwt import create_service_auth
 from .safe_http import public_only_transport, system_resolver
 from ..errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout, XrpcError
-from .identity import DidResolver
+from .identity.resolver import DidResolver
 from .proxy_target import parse_proxy_header, safe_origin, service_endpoint
 
 if TYPE_CHECKING:

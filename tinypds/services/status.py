@@ -43,7 +43,7 @@ def _file_size(path: Path) -> int:
 
 async def _resolution(settings: Any, did: str, handle: str | None, plc_url: str | None, timeout: float) -> list[Line]:
     """Handle -> DID and DID -> document (naming this PDS and the handle), each within `timeout`."""
-    from .identity import DidResolver, HandleResolver, doc_handle, doc_pds_endpoint
+    from .identity.resolver import DidResolver, HandleResolver, doc_handle, doc_pds_endpoint
 
     out: list[Line] = []
     dids = DidResolver(plc_url or settings.plc_url, timeout=timeout)
@@ -98,7 +98,7 @@ def status_report(settings: Any, *, network: bool = True, timeout: float = 3.0) 
     from ..store.health import get_report as get_health
     from ..store.identity import get_identity
     from ..store.repo import get_root
-    from .keys import KeyStore, KeyStoreError
+    from .identity.keys import KeyStore, KeyStoreError
 
     path = settings.db_path
     if not path.exists():
@@ -198,7 +198,7 @@ def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
         except DatabaseError as exc:
             out.append(f"error: {exc}")
     if check_keys:
-        from .keys import KeyStore, KeyStoreError
+        from .identity.keys import KeyStore, KeyStoreError
 
         try:
             KeyStore.open(settings)

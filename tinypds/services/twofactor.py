@@ -76,7 +76,7 @@ class TwoFactorService:
     def _box(self) -> nacl.secret.SecretBox:
         if self._box_cache is None:
             from ..core.crypto import K256PrivateKey
-            from .keys import KeyMissingError
+            from .identity.keys import KeyMissingError
 
             try:
                 seed = self.keys.get_key(self.seal_did, "twofactor")

@@ -207,7 +207,7 @@ class HandleProbe:
 
 DnsTxt = Callable[[str], Awaitable[list[str]]]
 _TXT_CHILD = """import asyncio, json, sys
-from tinypds.services.identity import system_dns_txt
+from tinypds.services.identity.resolver import system_dns_txt
 print(json.dumps(asyncio.run(system_dns_txt(sys.argv[1], float(sys.argv[2])))))"""
 
 

@@ -21,20 +21,13 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..core import events as core_events
-from ..core import plc as core_plc
-from ..core.plc import PlcError, PlcState
-from ..errors import (
-    DidNotFound,
-    ExpiredToken,
-    InvalidRequest,
-    InvalidToken,
-    UpstreamFailure,
-    UpstreamTimeout,
-)
-from ..store import accounts as accounts_db
-from ..store import events as events_db
-from ..store import identity as identity_db
+from ...core import events as core_events
+from ...core import plc as core_plc
+from ...core.plc import PlcError, PlcState
+from ...errors import DidNotFound, ExpiredToken, InvalidRequest, InvalidToken, UpstreamFailure, UpstreamTimeout
+from ...store import accounts as accounts_db
+from ...store import events as events_db
+from ...store import identity as identity_db
 
 if TYPE_CHECKING:
     import httpx
@@ -206,7 +199,7 @@ def _token_hash(token: str) -> bytes:
 class PlcService:
     """The local account's did:plc: its log in SQLite, signing with our rotation key, submitting.
 
-    `db`: store Database; `keys`: services.keys.KeyStore (may be None for read-only use);
+    `db`: store Database; `keys`: identity.keys.KeyStore (may be None for read-only use);
     `client_for(url)`: a PlcClient factory (tests inject one); `on_event()`: called after an
     event row is committed (wakes the firehose).
     """

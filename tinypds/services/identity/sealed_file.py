@@ -2,7 +2,7 @@
 
 Owns the file format and its safety rules: a 32-byte sealing secret from a 0600 file beside
 it or a systemd credential, atomic 0600 writes, refusal of files other users can read, and
-the key store's error types. Must not import keyring (services.keys wraps this store as a
+the key store's error types. Must not import keyring (identity.keys wraps this store as a
 keyring backend when one is asked for). Tricky bit: the sealing secret is created only
 together with a new, empty store, so entries are never orphaned.
 """

@@ -17,9 +17,9 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from ..core.crypto import parse_multibase_key
-from ..core.syntax import InvalidSyntax, is_valid_did, parse_did, parse_handle
-from ..errors import DidNotFound, HandleNotFound, InvalidRequest, UpstreamFailure, XrpcError
+from ...core.crypto import parse_multibase_key
+from ...core.syntax import InvalidSyntax, is_valid_did, parse_did, parse_handle
+from ...errors import DidNotFound, HandleNotFound, InvalidRequest, UpstreamFailure, XrpcError
 from .plc import DidDeactivated, LazyHttpClient, PlcClient, fetch_capped
 
 if TYPE_CHECKING:

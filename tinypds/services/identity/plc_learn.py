@@ -1,7 +1,7 @@
 """Learning the local DID's operations that others submitted to the directory (a new PDS
 after a move out, a recovery key's fork): fetched from `/<did>/log/audit`, verified op by op.
 
-Services layer, beside services.plc (whose PlcService it works on); no HTTP types. Tricky
+Services layer, beside identity.plc (whose PlcService it works on); no HTTP types. Tricky
 bits: the whole audit log is verified (core.plc_audit: CIDs, signatures against the keys valid
 at each prev, nullified flags) before anything is written; only canonical ops the local log
 lacks are appended, in one transaction with the account's handle (and an #identity event when
@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..core import plc as core_plc
-from ..core.plc import PlcError, PlcState
-from ..store import accounts as accounts_db
-from ..store import identity as identity_db
+from ...core import plc as core_plc
+from ...core.plc import PlcError, PlcState
+from ...store import accounts as accounts_db
+from ...store import identity as identity_db
 from .plc import PlcLogError, PlcService, record_identity_event, utc_now_iso
 
 log = logging.getLogger("tinypds.plc")

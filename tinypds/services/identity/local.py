@@ -1,7 +1,7 @@
 """The local account's identity: create it (init), its own DID document, handle changes,
 credentials for migration, and the PLC-operation endpoints' checks.
 
-Builds on services.plc (log, signing, tokens, directory) and services.identity (resolving
+Builds on identity.plc (log, signing, tokens, directory) and identity.resolver (resolving
 others); keys come from the KeyStore, never the database. No HTTP-server types.
 Tricky bits: init stores the keys first and registers the DID at the directory before any
 row is written, then writes account, identity, PLC genesis, first commit and events in ONE
@@ -15,16 +15,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..core import plc as core_plc
-from ..core.crypto import K256PrivateKey, PrivateKey, parse_did_key
-from ..core.plc import PlcState
-from ..core.syntax import InvalidSyntax, handle_is_allowed_for_account, parse_handle
-from ..errors import AccountAlreadyExists, HandleNotAvailable, InvalidHandle, InvalidRequest, UnsupportedDomain
-from ..store import accounts as accounts_db
-from ..store import identity as identity_db
-from . import account as account_service
-from ..store.db import Database
-from .identity import DidResolver, HandleResolver, IdentityResolver, doc_handle
+from ...core import plc as core_plc
+from ...core.crypto import K256PrivateKey, PrivateKey, parse_did_key
+from ...core.plc import PlcState
+from ...core.syntax import InvalidSyntax, handle_is_allowed_for_account, parse_handle
+from ...errors import AccountAlreadyExists, HandleNotAvailable, InvalidHandle, InvalidRequest, UnsupportedDomain
+from ...store import accounts as accounts_db
+from ...store import identity as identity_db
+from .. import account as account_service
+from ...store.db import Database
+from .resolver import DidResolver, HandleResolver, IdentityResolver, doc_handle
 from .plc import PlcLogError, PlcService, record_identity_event, utc_now_iso
 
 log = logging.getLogger("tinypds.identity")
@@ -376,7 +376,7 @@ def document_signing_key(settings: Any, db: Any, did: str, *, timeout: float = 5
     resolved now, within `timeout`."""
     import asyncio
 
-    from .identity import doc_signing_key
+    from .resolver import doc_signing_key
 
     ident = db.read(lambda c: identity_db.get_identity(c, did))
     if ident is not None and ident.method == "plc":

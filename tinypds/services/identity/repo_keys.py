@@ -14,9 +14,9 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import dagcbor
-from ..core.car import CarError, read_car_stream
-from .identity import DidResolver, doc_signing_key
+from ...core import dagcbor
+from ...core.car import CarError, read_car_stream
+from .resolver import DidResolver, doc_signing_key
 
 LOOKUP_TIMEOUT = 10.0
 

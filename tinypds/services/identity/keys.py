@@ -41,7 +41,7 @@ def _make_keyring_backend() -> type:
     import keyring.errors
 
     class SealedFileKeyring(SealedFile, keyring.backend.KeyringBackend):
-        """SealedFile as a keyring backend (PYTHON_KEYRING_BACKEND=tinypds.services.keys.SealedFileKeyring).
+        """SealedFile as a keyring backend (PYTHON_KEYRING_BACKEND=tinypds.services.identity.keys.SealedFileKeyring).
 
         Both paths may also be set via keyring's KEYRING_PROPERTY_FILE_PATH / KEYRING_PROPERTY_SECRET_PATH.
         """

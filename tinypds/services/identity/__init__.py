@@ -1,0 +1,7 @@
+"""Identity: the account's DID and handle — resolving others' DIDs and handles (DNS, did:plc,
+did:web), the did:plc operation log (kept in our file, learned from the directory, verified
+op by op), the local identity service (create, update handle, sign PLC operations), who signed
+a repo CAR, and the private keys (the sole keyring importer, with the sealed-file backend).
+
+May import core, store, config and errors; never another service subpackage, xrpc or app.
+"""
