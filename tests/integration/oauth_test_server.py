@@ -19,8 +19,8 @@ from tinypds.app import create_app
 from tinypds.cli.server import _ensure_dev_account
 from tinypds.config import load_settings
 from tinypds.http_serve import make_server
-from tinypds.services.oauth.clients import ClientRegistry
-from tinypds.services.oauth.server import OAuthService
+from tinypds.services.auth.oauth.clients import ClientRegistry
+from tinypds.services.auth.oauth.server import OAuthService
 
 
 def main() -> None:

@@ -50,8 +50,8 @@ def page_server(tmp_path: Path) -> Iterator[PageServer]:
 
     from tinypds.app import close_services, open_services
     from tinypds.config import load_settings
-    from tinypds.services import passwords
-    from tinypds.services.twofactor import TwoFactorService, rp_from_public_url
+    from tinypds.services.auth import passwords
+    from tinypds.services.auth.twofactor import TwoFactorService, rp_from_public_url
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -106,7 +106,7 @@ def test_account_page_in_chromium(tmp_path):
             from tests.services.oauth_helpers import DpopKey, pkce
             from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-            from tinypds.services.oauth.permission_sets import oauth_service
+            from tinypds.services.auth.oauth.permission_sets import oauth_service
 
             oauth = oauth_service(server.svc)
             redirect = "http://127.0.0.1:9/callback"

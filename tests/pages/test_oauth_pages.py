@@ -22,7 +22,7 @@ CLIENT_ID = f"http://localhost?redirect_uri={quote(REDIRECT, safe='')}&scope={qu
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tinypds.services.oauth.server import OAuthService
+    from tinypds.services.auth.oauth.server import OAuthService
 
     with page_server(tmp_path_factory.mktemp("oauthpages")) as s:
         s.svc.oauth = OAuthService(s.svc.db, issuer=s.svc.settings.public_url)
@@ -107,8 +107,8 @@ def test_permission_set_shown_by_its_own_words_and_expanded_in_the_token(server,
     set by its title in the browser's language; the access token's scopes carry its grants."""
     from tests.services.test_oauth_permission_sets import NSID, DnsStandIn, LexiconHost, calendar_set
     from tinypds.services.identity.resolver import DidResolver, dns_txt_at
-    from tinypds.services.oauth.permission_sets import PermissionSetResolver
-    from tinypds.services.oauth.scopes import RepoWrite, scope_allows
+    from tinypds.services.auth.oauth.permission_sets import PermissionSetResolver
+    from tinypds.services.auth.oauth.scopes import RepoWrite, scope_allows
 
     host = LexiconHost()
     host.records[NSID] = calendar_set()

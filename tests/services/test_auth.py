@@ -16,15 +16,8 @@ from tinypds.errors import (
     InvalidToken,
     RateLimitExceeded,
 )
-from tinypds.services import passwords
-from tinypds.services.auth import (
-    ACCESS_SCOPE,
-    APP_PASS_PRIVILEGED_SCOPE,
-    APP_PASS_SCOPE,
-    REFRESH_SCOPE,
-    AuthService,
-    generate_app_password,
-)
+from tinypds.services.auth import passwords
+from tinypds.services.auth.service import (ACCESS_SCOPE, APP_PASS_PRIVILEGED_SCOPE, APP_PASS_SCOPE, REFRESH_SCOPE, AuthService, generate_app_password)
 from tinypds.store import accounts
 from tinypds.store.db import Database
 

@@ -14,7 +14,7 @@ import pytest
 
 from tinypds.core.crypto import K256PrivateKey, P256PrivateKey
 from tinypds.services.identity.keys import (CREDENTIAL_NAME, KeyMissingError, KeyStore, KeyStoreError, SealedFileKeyring)
-from tinypds.services.passwords import hash_password, verify_password
+from tinypds.services.auth.passwords import hash_password, verify_password
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"
 DID2 = "did:plc:zyxwvutsrqponmlkjihgfedc"

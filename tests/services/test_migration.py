@@ -19,7 +19,7 @@ from tinypds.config import Settings
 from tinypds.core import plc as core_plc
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.core.jwt import create_service_auth, sign_jwt
-from tinypds.services.auth import AuthService
+from tinypds.services.auth.service import AuthService
 from tinypds.services.identity.resolver import HandleResolver
 from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
 from tinypds.services.identity.local import build_local_identity

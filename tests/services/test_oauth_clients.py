@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from tinypds.core.crypto import P256PrivateKey
-from tinypds.services import passwords
-from tinypds.services.oauth.clients import ClientError, ClientRegistry, loopback_client, safe_http_client
+from tinypds.services.auth import passwords
+from tinypds.services.auth.oauth.clients import ClientError, ClientRegistry, loopback_client, safe_http_client
 from tinypds.services.safe_http import is_public_address
-from tinypds.services.oauth.server import OAuthError, OAuthService
+from tinypds.services.auth.oauth.server import OAuthError, OAuthService
 from tinypds.store import accounts
 from tinypds.store.db import Database
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tinypds.services import passwords
-from tinypds.services.oauth.server import OAuthError, OAuthService
+from tinypds.services.auth import passwords
+from tinypds.services.auth.oauth.server import OAuthError, OAuthService
 from tinypds.store import accounts
 from tinypds.store import oauth as sql
 from tinypds.store.db import Database

@@ -19,8 +19,8 @@ import dns.rrset
 import pytest
 
 from tinypds.services.identity.resolver import DidResolver, dns_txt_at
-from tinypds.services.oauth.permission_sets import PermissionSetError, PermissionSetResolver, grants
-from tinypds.services.oauth.scopes import RepoWrite, RpcCall, describe, parse_scope, scope_allows
+from tinypds.services.auth.oauth.permission_sets import PermissionSetError, PermissionSetResolver, grants
+from tinypds.services.auth.oauth.scopes import RepoWrite, RpcCall, describe, parse_scope, scope_allows
 
 NSID = "com.example.calendar.authFull"
 LOCAL_DID = "did:plc:localaccount0000000000000"
@@ -223,7 +223,7 @@ def test_consent_words_in_the_users_language(world):
 
 
 def test_oauth_service_refuses_an_unresolvable_set_with_invalid_scope(world, tmp_path):
-    from tinypds.services.oauth.server import OAuthError, OAuthService
+    from tinypds.services.auth.oauth.server import OAuthError, OAuthService
     from tinypds.store.db import Database
 
     resolver, *_ = world

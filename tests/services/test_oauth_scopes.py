@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tinypds.services.auth import AuthContext
-from tinypds.services.oauth.scopes import (
-    AccountAccess,
-    BlobUpload,
-    IdentityChange,
-    RepoWrite,
-    RpcCall,
-    ScopeError,
-    ScopeMissingError,
-    describe,
-    parse_permission,
-    parse_scope,
-    scope_allows,
-)
+from tinypds.services.auth.service import AuthContext
+from tinypds.services.auth.oauth.scopes import (AccountAccess, BlobUpload, IdentityChange, RepoWrite, RpcCall, ScopeError, ScopeMissingError, describe, parse_permission, parse_scope, scope_allows)
 
 APPVIEW = "did:web:api.bsky.app#bsky_appview"
 CHAT = "did:web:api.bsky.chat#bsky_chat"

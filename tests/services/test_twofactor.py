@@ -11,10 +11,10 @@ import pytest
 
 from tinypds.cli import main as cli_main
 from tinypds.errors import AuthFactorTokenRequired, InvalidToken, RateLimitExceeded
-from tinypds.services import passwords
-from tinypds.services.auth import AuthService
+from tinypds.services.auth import passwords
+from tinypds.services.auth.service import AuthService
 from tinypds.services.identity.keys import KeyStore, SealedFile
-from tinypds.services.twofactor import TwoFactorError, TwoFactorService, normalize_code
+from tinypds.services.auth.twofactor import TwoFactorError, TwoFactorService, normalize_code
 from tinypds.store import accounts
 from tinypds.store.db import Database
 
@@ -117,7 +117,7 @@ def test_recovery_codes_are_single_use(tfa, clock):
 
 
 def test_create_session_needs_the_factor_and_app_passwords_skip_it(auth, tfa, clock):
-    from tinypds.services.auth import AuthContext
+    from tinypds.services.auth.service import AuthContext
 
     full = AuthContext(did=DID, kind="access", scopes=frozenset())
     app_pw = run(auth.create_app_password(full, "phone", False))["password"]

@@ -10,7 +10,7 @@ from tests.services.repo_helpers import DID, fixed_key, open_env
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.core.jwt import create_service_auth, sign_jwt
 from tinypds.errors import ExpiredToken, InvalidToken
-from tinypds.services.auth import AuthService, is_service_jwt
+from tinypds.services.auth.service import AuthService, is_service_jwt
 
 SERVICE = "did:web:localhost%3A2600"
 LXM = "com.atproto.repo.uploadBlob"

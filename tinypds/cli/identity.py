@@ -150,7 +150,7 @@ def _write_config(data_dir: Path, values: dict[str, Any]) -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     from ..services.identity.keys import KeyStoreError, SealedFile
     from ..services.identity.local import build_local_identity, open_database
-    from ..services.passwords import hash_password
+    from ..services.auth.passwords import hash_password
 
     overrides: dict[str, Any] = {"hostname": args.hostname, "keyring_backend": args.keyring_backend, "key_file": args.key_file}
     if args.dev:

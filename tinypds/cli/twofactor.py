@@ -1,6 +1,6 @@
 """`tinypds account 2fa status|off`: see the second factors, or switch them all off (loss recovery).
 
-Thin over services.twofactor. Sits in the `account` command group beside other account
+Thin over services.auth.twofactor. Sits in the `account` command group beside other account
 commands: it joins the group if another module made it, else makes it (so registration
 order does not matter as long as it registers last). Works with the server running (one
 short write through SQLite's lock) and needs no keys: switching off only deletes rows.
@@ -58,7 +58,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _service(db: Any) -> Any:
-    from ..services.twofactor import TwoFactorService
+    from ..services.auth.twofactor import TwoFactorService
 
     return TwoFactorService(db, None, seal_did="did:web:unused", rp_id="localhost", origin="http://localhost")
 

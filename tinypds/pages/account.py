@@ -17,7 +17,7 @@ from litestar.response import Response, Template
 
 from ..errors import AuthenticationRequired, InvalidToken, RateLimitExceeded
 from ..services import account_page
-from ..services.oauth.scopes import describe
+from ..services.auth.oauth.scopes import describe
 from .common import (PRE_COOKIE, PageRefused, check_csrf, current, form, page_sessions, pre_cookie, redirect, refused,
                      render, services, session_cookie, twofactor)
 
@@ -33,7 +33,7 @@ def fmt_date(ts: Any) -> str:
 
 
 def oauth_service(request: Request) -> Any:
-    from ..services.oauth.permission_sets import oauth_service as build
+    from ..services.auth.oauth.permission_sets import oauth_service as build
 
     return build(services(request))
 
@@ -117,7 +117,7 @@ def move_job_view(request: Request) -> Any:
 
 def _ctx(did: str) -> Any:
     """The AuthContext a signed-in page acts with: a full session of the account."""
-    from ..services.auth import AuthContext
+    from ..services.auth.service import AuthContext
 
     return AuthContext(did=did, kind="access", scopes=frozenset())
 

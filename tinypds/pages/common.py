@@ -16,7 +16,7 @@ from litestar import Request
 from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
 
-from ..services.page_sessions import PageSession, PageSessions
+from ..services.auth.page_sessions import PageSession, PageSessions
 
 SESSION_COOKIE = "tinypds-page"
 PRE_COOKIE = "tinypds-page-pre"  # double-submit CSRF token of the sign-in form (no session yet)

@@ -21,9 +21,9 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect, Response, Template
 
 from ..errors import AuthenticationRequired, InvalidToken, RateLimitExceeded
-from ..services.oauth.errors import OAuthError
-from ..services.oauth.scopes import describe, include_tokens
-from ..services.page_sessions import PageSessions
+from ..services.auth.oauth.errors import OAuthError
+from ..services.auth.oauth.scopes import describe, include_tokens
+from ..services.auth.page_sessions import PageSessions
 from .account import client_ip, oauth_service
 from .common import form, headers, render, services, twofactor
 

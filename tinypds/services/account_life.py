@@ -2,7 +2,7 @@
 and the account's life (deactivate, activate, request deletion, delete), as the reference PDS.
 
 Services layer: no HTTP types, SQL through store.accounts / store.events / store.auth. Imports
-services.email (tokens, Mailer) and services.passwords. Tricky bits: a token is checked and
+services.email (tokens, Mailer) and services.auth.passwords. Tricky bits: a token is checked and
 spent in the SAME transaction as the change it allows; every status change writes its
 #account event in that transaction too (activation adds #identity and #sync, as the
 reference); deletion empties the database file (store.accounts.erase_account) first and only
@@ -25,10 +25,10 @@ from ..store import auth as auth_db
 from ..store import blocks as blocks_db
 from ..store import events as events_db
 from ..store import repo as repo_db
-from . import passwords
+from .auth import passwords
 from .email import EmailTokens, Mailer
 from .repo import iso_now
-from .throttle import FailureThrottle
+from .auth.throttle import FailureThrottle
 
 log = logging.getLogger("tinypds.account")
 
@@ -87,7 +87,7 @@ def set_email_offline(db: Any, email: str) -> str:
 class AccountLife:
     """The flows of com.atproto.server.{request,confirm}Email*, *Password*, *activate*, *Delete*.
 
-    `auth`: services.auth.AuthService (password checks, throttled); `keys`: the KeyStore;
+    `auth`: services.auth.service.AuthService (password checks, throttled); `keys`: the KeyStore;
     `on_event()`: after an event row is committed; `on_account_change()`: re-read the account.
     """
 

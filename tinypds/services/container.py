@@ -18,7 +18,7 @@ from ..config import Settings
 
 if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .account import AccountRow
-    from .auth import AuthService
+    from .auth.service import AuthService
     from .blobs import BlobService
     from .sync.crawl import Crawler
     from .sync.firehose import Firehose
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .identity.keys import KeyStore
     from .identity.local import LocalIdentity
     from .migration import MigrationService
-    from .oauth.server import OAuthService
+    from .auth.oauth.server import OAuthService
     from .preferences import PreferencesService
     from .proxy import ProxyService
     from .sync.ratelimit import WriteRateLimiter
@@ -87,7 +87,7 @@ class AppServices:
 
 async def open_services(settings: Settings) -> AppServices:
     """Open the database (migrating it), the key store and the services built on them."""
-    from .auth import AuthService, load_jwt_secret
+    from .auth.service import AuthService, load_jwt_secret
     from .blobs import BlobService
     from .identity.keys import KeyStore
     from .identity.local import build_local_identity
@@ -108,7 +108,7 @@ async def open_services(settings: Settings) -> AppServices:
             access_ttl=settings.access_token_seconds,
             refresh_ttl=settings.refresh_token_seconds,
         )
-        from .twofactor import TwoFactorService, rp_from_public_url  # nacl only; pyotp/webauthn load on first use
+        from .auth.twofactor import TwoFactorService, rp_from_public_url  # nacl only; pyotp/webauthn load on first use
 
         rp_id, origin = rp_from_public_url(settings.public_url)
         svc.auth.twofactor = TwoFactorService(svc.db, svc.keys, seal_did=settings.service_did, rp_id=rp_id, origin=origin)

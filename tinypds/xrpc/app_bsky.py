@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import MethodNotImplemented
 from ..services.preferences import PreferencesService
-from ..services.oauth.scopes import RpcCall
+from ..services.auth.oauth.scopes import RpcCall
 from litestar import Request, Response, get
 from .proxy import forward_request, rpc_audience
 from .routing import access_auth, json_body, post, services

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.syntax import InvalidSyntax, parse_at_identifier, parse_did, parse_handle
 from ..errors import InvalidRequest, NotEnoughResources
-from ..services.oauth.scopes import IdentityChange
+from ..services.auth.oauth.scopes import IdentityChange
 from litestar import Request, get
 from .routing import access_auth, body_str, json_body, post, query_str, services
 

@@ -1,6 +1,6 @@
 """OAuth routes: metadata, PAR, token, revocation (the sign-in/consent page is tinypds/pages/oauth.py).
 
-Thin over services.oauth.OAuthService. OAuth endpoints answer OAuth-shaped errors
+Thin over services.auth.oauth.OAuthService. OAuth endpoints answer OAuth-shaped errors
 ({"error", "error_description"}, with DPoP-Nonce) rendered here, not by the XRPC handler;
 `dpop_auth` turns `Authorization: DPoP <token>` into an AuthContext for XRPC handlers (its
 failures are XRPC errors carrying WWW-Authenticate). Never imports store.
@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from ..errors import AuthenticationRequired, InvalidToken
-from ..services.oauth.errors import OAuthError
+from ..services.auth.oauth.errors import OAuthError
 from litestar import Request, Response, get
 from .routing import post, read_body_capped, services
 
@@ -23,7 +23,7 @@ MAX_FORM_BYTES = 64 * 1024
 
 def _oauth_or_none(request: Request) -> Any:
     """The OAuthService, built on the first OAuth request (an idle server never loads it)."""
-    from ..services.oauth.permission_sets import oauth_service
+    from ..services.auth.oauth.permission_sets import oauth_service
 
     return oauth_service(services(request))
 

@@ -15,8 +15,8 @@ from litestar import Request, get
 from ..core import dagcbor
 from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, AuthenticationRequired, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
-from ..services.auth import is_service_jwt
-from ..services.oauth.scopes import BlobUpload, RepoWrite
+from ..services.auth.service import is_service_jwt
+from ..services.auth.oauth.scopes import BlobUpload, RepoWrite
 from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import access_auth, body_bool, body_chunks, body_str, json_body, post, query_int, query_str, services
 

@@ -177,7 +177,7 @@ def bearer_token(request: Request) -> str:
 async def access_auth(request: Request, *, privileged: bool = False, full: bool = False, scope: Any = None) -> Any:
     """AuthContext for an access token (account session, app password or OAuth DPoP token).
 
-    `scope`: the services.oauth.scopes action an OAuth token must allow (then `full` and
+    `scope`: the services.auth.oauth.scopes action an OAuth token must allow (then `full` and
     `privileged` do not refuse OAuth tokens); without it OAuth tokens may not call
     `full`/`privileged` methods.
 

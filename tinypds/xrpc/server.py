@@ -14,7 +14,7 @@ from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidT
 from ..services.account_status import account_status
 from litestar import Request, get
 from .proxy import proxy_service
-from ..services.oauth.scopes import AccountAccess, RpcCall, scope_allows
+from ..services.auth.oauth.scopes import AccountAccess, RpcCall, scope_allows
 from .routing import access_auth, bearer_token, body_bool, body_str, client_ip, json_body, post, query_str, refresh_auth, services
 
 NS = "/xrpc/com.atproto.server."

@@ -23,17 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..core.jwt import JwtError, decode_jwt_unverified, sign_jwt, verify_jwt
-from ..errors import (
-    AccountTakedown,
-    AuthenticationRequired,
-    AuthFactorTokenRequired,
-    ExpiredToken,
-    InvalidRequest,
-    InvalidToken,
-    RateLimitExceeded,
-)
-from ..store import auth as sql
+from ...core.jwt import JwtError, decode_jwt_unverified, sign_jwt, verify_jwt
+from ...errors import (AccountTakedown, AuthenticationRequired, AuthFactorTokenRequired, ExpiredToken, InvalidRequest, InvalidToken, RateLimitExceeded)
+from ...store import auth as sql
 from . import passwords
 from .throttle import FailureThrottle
 
@@ -73,7 +65,7 @@ class AuthContext:
 
     def require(self, action: Any) -> None:
         """Refuse (403 ScopeMissingError) an OAuth token whose scopes do not allow `action`
-        (a services.oauth.scopes action); other credentials keep their own checks."""
+        (a services.auth.oauth.scopes action); other credentials keep their own checks."""
         if self.kind == "oauth":
             from .oauth.scopes import require
 
@@ -101,8 +93,8 @@ def load_jwt_secret(keys: Any, owner_did: str) -> bytes:
     Stored as the "jwt" entry of `owner_did` (the service DID); the secret is a
     domain-separated hash of that entry, so the stored value is never used directly.
     """
-    from .identity import keys as keys_module
-    from ..core.crypto import K256PrivateKey
+    from ..identity import keys as keys_module
+    from ...core.crypto import K256PrivateKey
 
     try:
         key = keys.get_key(owner_did, "jwt")
@@ -158,7 +150,7 @@ class AuthService:
         self._account_throttles = [FailureThrottle(n, w, clock) for n, w in account_limits]
         self._argon = asyncio.Semaphore(password_concurrency)
         self._dummy_hash = _dummy_hash()  # made now (startup), so no sign-in pays for it
-        self.twofactor: Any = None  # services.twofactor.TwoFactorService, set by the app when 2FA is available
+        self.twofactor: Any = None  # services.auth.twofactor.TwoFactorService, set by the app when 2FA is available
 
     # ---- password hashing off the event loop -------------------------------------------
     async def hash_password(self, password: str) -> str:
@@ -389,7 +381,7 @@ class AuthService:
 
     def email_confirmed(self, did: str) -> bool:
         """Session answers tell emailConfirmed truthfully (store.accounts.email_confirmed_at)."""
-        from ..store import accounts as accounts_db
+        from ...store import accounts as accounts_db
 
         row = self.db.read(lambda c: accounts_db.get_account(c, did))
         return bool(row is not None and row.email and row.email_confirmed_at)
@@ -439,7 +431,7 @@ class AuthService:
         server's service DID) and method `lxm`: signed by the account's current signing key
         (`signing_key(did)`: the public key its DID document names), unexpired; it may be
         presented again while valid (a video service retries uploads). InvalidToken otherwise."""
-        from ..core.jwt import verify_service_auth
+        from ...core.jwt import verify_service_auth
 
         try:
             header, payload, _, _ = decode_jwt_unverified(token)

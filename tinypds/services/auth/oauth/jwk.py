@@ -12,8 +12,8 @@ import hashlib
 import json
 from typing import Any
 
-from ...core.crypto import K256_ORDER, P256_ORDER, K256PublicKey, P256PublicKey, PublicKey
-from ...core.jwt import JwtError, b64url_decode, b64url_encode, decode_jwt_unverified
+from ....core.crypto import K256_ORDER, P256_ORDER, K256PublicKey, P256PublicKey, PublicKey
+from ....core.jwt import JwtError, b64url_decode, b64url_encode, decode_jwt_unverified
 
 _CURVES = {"P-256": (P256PublicKey, "ES256", P256_ORDER), "secp256k1": (K256PublicKey, "ES256K", K256_ORDER)}
 ALGS = ("ES256", "ES256K")

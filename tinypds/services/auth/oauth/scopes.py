@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import parse_qsl
 
-from ...errors import Forbidden
+from ....errors import Forbidden
 
 TRANSITIONAL = ("transition:generic", "transition:chat.bsky", "transition:email")
 SUPPORTED = ("atproto", *TRANSITIONAL, "repo", "rpc", "blob", "account", "identity", "include")
@@ -174,7 +174,7 @@ def parse_scope(scope: str, *, allow_include: bool = False) -> tuple[str, ...]:
     """Validate a requested scope string for PAR -> its distinct tokens, in order.
 
     `atproto` is required; `include:` permission sets are refused unless `allow_include`
-    (the caller then resolves them: services.oauth.permission_sets)."""
+    (the caller then resolves them: services.auth.oauth.permission_sets)."""
     tokens = tuple(dict.fromkeys(t for t in (scope or "").split(" ") if t))
     if "atproto" not in tokens:
         raise ScopeError('the "atproto" scope is required')

@@ -189,8 +189,8 @@ class PermissionSetResolver:
             if value is None:
                 raise PermissionSetError(f"permission set {nsid!r} is not published in this server's repository")
             return parse_set(nsid, value)
-        from ..identity.resolver import doc_pds_endpoint
-        from ..identity.plc import fetch_capped
+        from ...identity.resolver import doc_pds_endpoint
+        from ...identity.plc import fetch_capped
 
         doc = await self._dids.resolve(did)
         pds = doc_pds_endpoint(doc)

@@ -1,7 +1,7 @@
 """Second factors for password sign-in: TOTP with recovery codes, and passkeys (WebAuthn).
 
 Owns enrolment, code checks and the passkey ceremonies; AuthService and the pages ask
-`required(did)` / `check_code(did, code)`. Imports store.twofactor and services.passwords/keys;
+`required(did)` / `check_code(did, code)`. Imports store.twofactor and services.auth.passwords/keys;
 pyotp, qrcode and webauthn load on first use (an idle server imports none of them). Tricky
 bits: the TOTP secret is sealed (SecretBox) under the key store's "twofactor" entry of the
 service DID, never stored plain; a TOTP step is accepted once (compare-and-set); recovery
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import nacl.exceptions
 import nacl.secret
 
-from ..store import twofactor as sql
+from ...store import twofactor as sql
 from . import passwords
 
 log = logging.getLogger("tinypds.twofactor")
@@ -75,8 +75,8 @@ class TwoFactorService:
     # ---- sealing ---------------------------------------------------------------------------------
     def _box(self) -> nacl.secret.SecretBox:
         if self._box_cache is None:
-            from ..core.crypto import K256PrivateKey
-            from .identity.keys import KeyMissingError
+            from ...core.crypto import K256PrivateKey
+            from ..identity.keys import KeyMissingError
 
             try:
                 seed = self.keys.get_key(self.seal_did, "twofactor")

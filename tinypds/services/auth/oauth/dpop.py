@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-from ...core.jwt import JwtError, b64url_encode, decode_jwt_unverified
+from ....core.jwt import JwtError, b64url_encode, decode_jwt_unverified
 from .jwk import ALGS, key_from_jwk, thumbprint, verify_jws
 
 NONCE_STEP = 180  # seconds; a nonce stays valid for 2-3 steps (≤ 9 min), a new one every 3 min
