@@ -14,7 +14,7 @@ import pytest
 from tinypds.config import Settings
 from tinypds.core import plc as core_plc
 from tinypds.core.crypto import K256PrivateKey
-from tinypds.services.account_status import DidTruth
+from tinypds.services.account.status import DidTruth
 from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
 from tinypds.services.identity.local import build_local_identity, pds_services
 from tinypds.services.identity.plc import PlcClient, PlcLogError

@@ -17,7 +17,7 @@ def server(tmp_path):
 
 
 def _life(server, c):
-    from tinypds.services.account_page import account_life_for
+    from tinypds.services.account.page import account_life_for
 
     return account_life_for(server.svc, server.app.state)  # the one the page and XRPC share
 
@@ -50,7 +50,7 @@ def test_password_change_with_the_current_password_then_a_code(server):
 
 
 def test_email_confirm_and_change(server):
-    from tinypds.services.account_life import set_email_offline
+    from tinypds.services.account.life import set_email_offline
 
     set_email_offline(server.svc.db, "alice@example.com")
     server.svc.attach_account()

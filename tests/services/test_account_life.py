@@ -14,9 +14,9 @@ from tinypds import errors
 from tinypds.config import load_settings
 from tinypds.core import dagcbor
 from tinypds.services.auth import passwords
-from tinypds.services.account_life import AccountLife, email_state, set_password_offline
+from tinypds.services.account.life import AccountLife, email_state, set_password_offline
 from tinypds.services.auth.service import AuthService
-from tinypds.services.email import EmailTokens, Mailer
+from tinypds.services.account.email import EmailTokens, Mailer
 from tinypds.store import accounts as accounts_db
 from tinypds.store import auth as auth_db
 

@@ -1,4 +1,4 @@
-"""services.preferences on a real SQLite file: the reference PDS's rules for app.bsky
+"""services.account.preferences on a real SQLite file: the reference PDS's rules for app.bsky
 preferences (namespace, full-access-only birth date, read-only declared age, replace-all)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import datetime
 import pytest
 
 from tinypds.errors import InvalidRequest
-from tinypds.services.preferences import DECLARED_AGE, PERSONAL_DETAILS, PreferencesService, age_on
+from tinypds.services.account.preferences import DECLARED_AGE, PERSONAL_DETAILS, PreferencesService, age_on
 from tinypds.store.db import Database
 
 DID = "did:plc:abcdefghijklmnopqrstuvwx"

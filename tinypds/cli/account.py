@@ -1,6 +1,6 @@
 """`tinypds account password|email|email-token`: the owner's offline account care.
 
-Thin over services.account_life / services.email. Joins the `account` command group if
+Thin over services.account.life / services.account.email. Joins the `account` command group if
 another module made it (cli/twofactor.py does the same), else makes it. Each command is one
 short write through SQLite's lock, so it works while the server runs, and needs no keys.
 Tricky bit: tokens are stored only as hashes, so `email-token` MINTS a new one (replacing
@@ -57,7 +57,7 @@ def _open_db(args: argparse.Namespace) -> Any:
 
 
 def _account(db: Any) -> Any:
-    from ..services.account import get_account
+    from ..services.account.create import get_account
 
     row = get_account(db)
     if row is None or row.status == "deleted":
@@ -67,7 +67,7 @@ def _account(db: Any) -> Any:
 
 def cmd_password(args: argparse.Namespace) -> int:
     from ..errors import XrpcError
-    from ..services.account_life import set_password_offline
+    from ..services.account.life import set_password_offline
     from .identity import _secret
 
     password = _secret("New password", args.password_stdin)
@@ -86,7 +86,7 @@ def cmd_password(args: argparse.Namespace) -> int:
 
 def cmd_email(args: argparse.Namespace) -> int:
     from ..errors import XrpcError
-    from ..services.account_life import set_email_offline
+    from ..services.account.life import set_email_offline
 
     db = _open_db(args)
     try:
@@ -109,7 +109,7 @@ def cmd_email(args: argparse.Namespace) -> int:
 
 
 def cmd_email_token(args: argparse.Namespace) -> int:
-    from ..services.email import EmailTokens
+    from ..services.account.email import EmailTokens
 
     db = _open_db(args)
     try:

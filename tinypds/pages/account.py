@@ -16,7 +16,7 @@ from litestar import Request, get, post
 from litestar.response import Response, Template
 
 from ..errors import AuthenticationRequired, InvalidToken, RateLimitExceeded
-from ..services import account_page
+from ..services.account import page as account_page
 from ..services.auth.oauth.scopes import describe
 from .common import (PRE_COOKIE, PageRefused, check_csrf, current, form, page_sessions, pre_cookie, redirect, refused,
                      render, services, session_cookie, twofactor)

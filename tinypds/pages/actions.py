@@ -17,7 +17,7 @@ from litestar import Request, get, post
 from litestar.response import Response, Stream, Template
 
 from ..errors import XrpcError
-from ..services import account_page
+from ..services.account import page as account_page
 from ..services.auth.twofactor import TwoFactorError
 from .account import _ctx, oauth_service
 from .common import PageRefused, current, page_sessions, redirect, refused, services, signed_in, twofactor

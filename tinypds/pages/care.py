@@ -1,7 +1,7 @@
 """Account care on /account: password (current one, or an emailed/CLI token), email (confirm,
 change), and the account's life (deactivate, reactivate, delete), each behind a confirmation.
 
-Thin over services.account_life.AccountLife (issue 14) and services.account_page. Same rules
+Thin over services.account.life.AccountLife (issue 14) and services.account.page. Same rules
 as pages/actions.py: a signed-in page session, its CSRF token, a message, a 303 back. Deleting
 ends every page session and shows a closing page instead of the account.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar import Request, post
 from ..errors import AuthenticationRequired, RateLimitExceeded
-from ..services import account_page
+from ..services.account import page as account_page
 from .account import client_ip
 from .actions import _run
 from .common import PageRefused, page_sessions, refused, render, services, session_cookie, signed_in

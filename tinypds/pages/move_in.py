@@ -19,7 +19,7 @@ from litestar import Request, post
 from litestar.datastructures import Cookie
 from litestar.response import Template
 
-from ..services import account_page
+from ..services.account import page as account_page
 from .common import PRE_COOKIE, PageRefused, check_csrf, form, pre_cookie, redirect, refused, render, services
 
 log = logging.getLogger("tinypds.pages.move_in")

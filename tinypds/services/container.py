@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 
 if TYPE_CHECKING:  # the services are imported when the lifespan opens them
-    from .account import AccountRow
+    from .account.create import AccountRow
     from .auth.service import AuthService
     from .blobs import BlobService
     from .sync.crawl import Crawler
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .identity.local import LocalIdentity
     from .migration import MigrationService
     from .auth.oauth.server import OAuthService
-    from .preferences import PreferencesService
+    from .account.preferences import PreferencesService
     from .proxy import ProxyService
     from .sync.ratelimit import WriteRateLimiter
     from .records import RecordService
@@ -126,7 +126,7 @@ async def open_services(settings: Settings) -> AppServices:
 
 def attach_account(svc: AppServices) -> None:
     """(Re)build the per-account services once the database holds an account."""
-    from .account import get_account
+    from .account.create import get_account
     from .records import RecordService
     from .repo import RepoService
 

@@ -34,7 +34,7 @@ from ..store import events as events_db
 from ..store import identity as identity_db
 from ..store import migration as migration_db
 from ..store import repo as repo_db
-from . import account as account_service
+from .account import create as account_service
 from .auth import passwords
 from .identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
 from .identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso

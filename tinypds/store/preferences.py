@@ -2,7 +2,7 @@
 
 Every function takes a connection: `replace_preferences` runs inside `Database.write`,
 `list_preferences` inside `Database.read`. Must not import services. Which rows a caller
-may replace (namespace, full-access-only types) is decided by services.preferences and
+may replace (namespace, full-access-only types) is decided by services.account.preferences and
 passed in as a predicate on the stored name.
 """
 

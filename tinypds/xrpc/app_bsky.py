@@ -9,7 +9,7 @@ routing helpers; never store.
 from __future__ import annotations
 
 from ..errors import MethodNotImplemented
-from ..services.preferences import PreferencesService
+from ..services.account.preferences import PreferencesService
 from ..services.auth.oauth.scopes import RpcCall
 from litestar import Request, Response, get
 from .proxy import forward_request, rpc_audience

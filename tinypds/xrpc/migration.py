@@ -61,7 +61,7 @@ async def create_account(request: Request) -> dict:
     return {**tokens, "handle": account["handle"], "did": account["did"], "didDoc": account["didDoc"]}
 
 
-# the account's life for its owner (and for a move's end): services.account_life, via xrpc/server.py
+# the account's life for its owner (and for a move's end): services.account.life, via xrpc/server.py
 
 
 @post(SERVER + "activateAccount", status_code=200)

@@ -1,5 +1,5 @@
 """com.atproto.server.*: describeServer, sessions, app passwords, checkAccountStatus,
-getServiceAuth, and the email/password methods (services.account_life).
+getServiceAuth, and the email/password methods (services.account.life).
 
 One function per NSID; each parses its input, calls the auth service (which yields an
 AuthContext: who, with which scopes) and returns the lexicon's output shape. Never
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AuthenticationRequired, Forbidden, InvalidRequest, InvalidToken
-from ..services.account_status import account_status
+from ..services.account.status import account_status
 from litestar import Request, get
 from .proxy import proxy_service
 from ..services.auth.oauth.scopes import AccountAccess, RpcCall, scope_allows
@@ -132,7 +132,7 @@ async def revoke_app_password(request: Request) -> None:
 @get(NS + "checkAccountStatus")
 async def check_account_status(request: Request) -> dict:
     """validDid: the DID document the directory serves NOW names this server and its key
-    (services.account_status.DidTruth: cached for minutes, learns the directory's newer ops)."""
+    (services.account.status.DidTruth: cached for minutes, learns the directory's newer ops)."""
     ctx = await access_auth(request)
     svc = services(request)
     account = await _auth_service(request).account_for(ctx)
@@ -158,7 +158,7 @@ async def get_service_auth(request: Request) -> dict:
     return {"token": await proxy_service(request).get_service_auth(ctx, aud, lxm, exp)}
 
 
-# ---- email, password and the account's life (services.account_life; issue 14) ------------------
+# ---- email, password and the account's life (services.account.life; issue 14) ------------------
 
 
 def no_body(request: Request) -> None:
@@ -174,7 +174,7 @@ def did_truth(request: Request) -> Any:
     state = request.app.state
     truth = getattr(state, "did_truth", None)
     if truth is None:
-        from ..services.account_status import DidTruth
+        from ..services.account.status import DidTruth
 
         svc = services(request)
 
@@ -193,7 +193,7 @@ def account_life(request: Request) -> Any:
     state = request.app.state
     life = getattr(state, "account_life", None)
     if life is None:
-        from ..services.account_life import AccountLife
+        from ..services.account.life import AccountLife
 
         svc = services(request)
         life = state.account_life = AccountLife(

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import Any, Callable
 
-from ..store import blobs as blobs_db
-from ..store import blocks as blocks_db
-from ..store import records as records_db
-from ..store import repo as repo_db
+from ...store import blobs as blobs_db
+from ...store import blocks as blocks_db
+from ...store import records as records_db
+from ...store import repo as repo_db
 
 log = logging.getLogger("tinypds.status")
 
@@ -104,7 +104,7 @@ class DidTruth:
     async def current_doc(self, did: str) -> dict | None:
         """The DID document as the directory (or did:web host) serves it now; the local
         log's when the network does not answer in time; None when there is none."""
-        from ..core import plc as core_plc
+        from ...core import plc as core_plc
 
         ident = self.identity.identity()
         if ident is None or ident.did != did:
@@ -130,7 +130,7 @@ class DidTruth:
             return None
 
     async def _check(self, did: str) -> bool:
-        from .identity.resolver import doc_pds_endpoint, doc_signing_key
+        from ..identity.resolver import doc_pds_endpoint, doc_signing_key
 
         doc = await self.current_doc(did)
         if doc is None:

@@ -11,19 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import errors
-from ..core import events as events_core
-from ..core.blocks import MemoryBlockStore
-from ..core.cid import CID
-from ..core.commit import build_commit
-from ..core.crypto import K256PrivateKey, PrivateKey, format_did_key
-from ..core.mst.codec import encode_node
-from ..core.tid import TidClock
-from ..store import accounts as accounts_db
-from ..store import events as events_db
-from ..store import repo as repo_db
-from ..store.db import Database
-from .repo import default_clock, iso_now
+from ... import errors
+from ...core import events as events_core
+from ...core.blocks import MemoryBlockStore
+from ...core.cid import CID
+from ...core.commit import build_commit
+from ...core.crypto import K256PrivateKey, PrivateKey, format_did_key
+from ...core.mst.codec import encode_node
+from ...core.tid import TidClock
+from ...store import accounts as accounts_db
+from ...store import events as events_db
+from ...store import repo as repo_db
+from ...store.db import Database
+from ..repo import default_clock, iso_now
 
 EMPTY_NODE = encode_node((), (), (None,))
 

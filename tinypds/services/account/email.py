@@ -26,8 +26,8 @@ from email.message import EmailMessage
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ExpiredToken, InvalidRequest, InvalidToken, UpstreamFailure
-from ..store import identity as identity_db
+from ...errors import ExpiredToken, InvalidRequest, InvalidToken, UpstreamFailure
+from ...store import identity as identity_db
 
 log = logging.getLogger("tinypds.email")
 

@@ -18,17 +18,17 @@ import re
 import time
 from typing import Any, Callable
 
-from .. import errors
-from ..core import events as events_core
-from ..store import accounts as accounts_db
-from ..store import auth as auth_db
-from ..store import blocks as blocks_db
-from ..store import events as events_db
-from ..store import repo as repo_db
-from .auth import passwords
+from ... import errors
+from ...core import events as events_core
+from ...store import accounts as accounts_db
+from ...store import auth as auth_db
+from ...store import blocks as blocks_db
+from ...store import events as events_db
+from ...store import repo as repo_db
+from ..auth import passwords
 from .email import EmailTokens, Mailer
-from .repo import iso_now
-from .auth.throttle import FailureThrottle
+from ..repo import iso_now
+from ..auth.throttle import FailureThrottle
 
 log = logging.getLogger("tinypds.account")
 

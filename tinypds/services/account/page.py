@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..store import ops as store_ops
-from ..store import repo as repo_db
+from ...store import ops as store_ops
+from ...store import repo as repo_db
 
 _CACHE_SECONDS = 30.0
 _cache: dict[int, tuple[float, dict]] = {}
@@ -63,7 +63,7 @@ def health_lines(health: Any) -> list[str]:
     if health is None:
         return []
     try:
-        from .sync.health_report import report_lines
+        from ..sync.health_report import report_lines
 
         report = health.report()  # services.sync.health.HealthWatcher: the last round's facts
         return [f"{label}: {value}" for label, value, _ok in report_lines(report)]
@@ -73,7 +73,7 @@ def health_lines(health: Any) -> list[str]:
 
 async def check_handle(identity: Any, did: str, handle: str) -> tuple[bool, str]:
     """Does `handle` resolve to `did` right now (DNS TXT or /.well-known)? (ok, message)."""
-    from .identity.local import check_new_handle
+    from ..identity.local import check_new_handle
 
     try:
         handle = check_new_handle(handle)
@@ -99,9 +99,9 @@ async def check_handle(identity: Any, did: str, handle: str) -> tuple[bool, str]
 async def change_password(db: Any, auth: Any, did: str, current: str, new: str, ip: str) -> int:
     """The current password (throttled like sign-in) -> the new one; every session ends. Returns
     how many sessions ended."""
-    from ..store import accounts as accounts_db
-    from ..store import auth as auth_db
-    from .account_life import NEW_PASSWORD_MAX_LENGTH
+    from ...store import accounts as accounts_db
+    from ...store import auth as auth_db
+    from .life import NEW_PASSWORD_MAX_LENGTH
 
     if not new or len(new) > NEW_PASSWORD_MAX_LENGTH:
         raise ValueError(f"the new password must be 1 to {NEW_PASSWORD_MAX_LENGTH} characters")
@@ -122,7 +122,7 @@ def email_view(account: Any) -> dict:
 
 def invite_ok(db: Any, service_did: str, code: str) -> bool:
     """Is `code` the server's current invite code (`tinypds invite`)? Nothing is spent."""
-    from .migration import _peek_invite
+    from ..migration import _peek_invite
 
     try:
         db.read(lambda c: _peek_invite(c, service_did, code, int(time.time())))
@@ -136,7 +136,7 @@ def account_life_for(svc: Any, state: Any) -> Any:
     xrpc/server.py uses, so the page and the XRPC methods share one of each."""
     truth = getattr(state, "did_truth", None)
     if truth is None:
-        from .account_status import DidTruth
+        from .status import DidTruth
 
         def signing_key(did: str) -> str | None:
             ident = svc.identity.identity() if svc.identity is not None else None
@@ -147,7 +147,7 @@ def account_life_for(svc: Any, state: Any) -> Any:
         truth = state.did_truth = DidTruth(svc.settings, svc.identity, signing_key)
     life = getattr(state, "account_life", None)
     if life is None:
-        from .account_life import AccountLife
+        from .life import AccountLife
 
         life = state.account_life = AccountLife(svc.settings, svc.db, svc.keys, svc.auth, did_truth=truth,
                                                 on_event=svc.notify_event, on_account_change=svc.attach_account)

@@ -15,9 +15,9 @@ import json
 import time
 from typing import Any, Callable
 
-from ..core import syntax as sx
-from ..errors import InvalidRequest
-from ..store import preferences as sql
+from ...core import syntax as sx
+from ...errors import InvalidRequest
+from ...store import preferences as sql
 
 NAMESPACE = "app.bsky"
 PERSONAL_DETAILS = "app.bsky.actor.defs#personalDetailsPref"

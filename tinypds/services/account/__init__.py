@@ -1,0 +1,8 @@
+"""Account: the one account's record and care — creating it locally, its email (tokens and
+SMTP), password resets, deactivation, reactivation and deletion (with their #account
+events), checkAccountStatus (and whether the DID still names us), the owner page's figures,
+and the account's private preferences.
+
+May import core, store, config, errors and the identity, auth and sync subpackages; never
+migration, proxy, xrpc or app.
+"""
