@@ -34,6 +34,7 @@ from tests.bench.benchlib import (  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LAB = Path(os.environ.get("TINYPDS_LAB", ROOT.parent / "shared" / "lab"))
+SHARED_PORTS = (2583, 2584, 2597)  # lab instances the test suites use (tests/lab.py, migration tests)
 SETTLE = 3.0  # seconds after healthy before the first reading (startup tasks, GC, JIT)
 
 
@@ -136,6 +137,9 @@ def main() -> None:
     ap.add_argument("--server-python", default=None, help="interpreter for tinypds (e.g. a production venv)")
     ap.add_argument("--loops", default="", help="comma list of uvicorn loops to compare; default as shipped")
     args = ap.parse_args()
+    if args.ref_restart and port_of(args.ref) in SHARED_PORTS:
+        raise SystemExit(f"--ref-restart would restart {args.ref}, which the test suites use: "
+                         "start an instance of your own (../shared/lab/ref-pds/start.sh 2611) and pass --ref")
     variants = [v or None for v in args.loops.split(",")] if args.loops else [None]
     ours: dict[str, list[dict]] = {v or "as shipped": [] for v in variants}
     ref: list[dict] = []
