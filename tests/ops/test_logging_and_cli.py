@@ -141,7 +141,7 @@ def test_status_identity_checks_without_network_for_a_dev_account(tmp_path):
 def test_status_resolution_lines(monkeypatch):
     """The handle / DID document checks, with the resolvers answering from a table."""
     from tinypds.services.identity import resolver as identity
-    from tinypds.services import status
+    from tinypds.services.ops import status
 
     did, handle = "did:plc:abcdefghijklmnopqrstuvwx", "alice.example.com"
     settings = load_settings({"hostname": "pds.example.com"}, environ={})

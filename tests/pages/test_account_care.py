@@ -97,7 +97,7 @@ def test_deactivate_reactivate_and_delete(server):
         r = c.post("/account/move/in", data={"csrf": csrf_of(page), "invite_code": "guess", "old_url": "http://127.0.0.1:9",
                                              "identifier": "x.test", "password": "pw"})
         assert r.status_code == 403 and "invite code" in r.text
-        from tinypds.services.migration import mint_invite_code
+        from tinypds.services.migration.service import mint_invite_code
 
         invite = mint_invite_code(server.svc.db, server.svc.settings.service_did)
         r = c.post("/account/move/in", data={"csrf": csrf_of(page), "invite_code": invite, "old_url": "http://127.0.0.1:9",

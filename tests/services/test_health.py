@@ -215,7 +215,7 @@ def test_handle_resolution_reasons(relay):
 
 
 def test_status_shows_the_stored_network_section_and_fails_when_unhealthy(env, relay):
-    from tinypds.services.status import status_report
+    from tinypds.services.ops.status import status_report
 
     settings = Settings(data_dir=env.dir, hostname=HOST, relays=(relay.url,), keyring_backend="file")
     lines, report = status_report(settings, network=False)

@@ -23,9 +23,9 @@ from tinypds.services.auth.service import AuthService
 from tinypds.services.identity.resolver import HandleResolver
 from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
 from tinypds.services.identity.local import build_local_identity
-from tinypds.services.migration import CREATE_ACCOUNT_LXM, MigrationService, mint_invite_code
-from tinypds.services.migration_client import MigrationState
-from tinypds.services.xrpc_client import XrpcClient
+from tinypds.services.migration.service import CREATE_ACCOUNT_LXM, MigrationService, mint_invite_code
+from tinypds.services.migration.client import MigrationState
+from tinypds.services.net.xrpc_client import XrpcClient
 from tinypds.store import accounts as accounts_db
 from tinypds.store import events as events_db
 from tinypds.store.db import Database

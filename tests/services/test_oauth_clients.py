@@ -15,7 +15,7 @@ import pytest
 from tinypds.core.crypto import P256PrivateKey
 from tinypds.services.auth import passwords
 from tinypds.services.auth.oauth.clients import ClientError, ClientRegistry, loopback_client, safe_http_client
-from tinypds.services.safe_http import is_public_address
+from tinypds.services.net.safe_http import is_public_address
 from tinypds.services.auth.oauth.server import OAuthError, OAuthService
 from tinypds.store import accounts
 from tinypds.store.db import Database

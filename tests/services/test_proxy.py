@@ -14,14 +14,7 @@ from tinypds.config import Settings
 from tinypds.core.crypto import K256PrivateKey
 from tinypds.core.jwt import JwtError, verify_service_auth
 from tinypds.errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout
-from tinypds.services.proxy import (
-    BadExpiration,
-    ProxyService,
-    check_proxy_allowed,
-    parse_proxy_header,
-    safe_origin,
-    service_endpoint,
-)
+from tinypds.services.proxy.service import (BadExpiration, ProxyService, check_proxy_allowed, parse_proxy_header, safe_origin, service_endpoint)
 
 DID = "did:web:alice.example"
 NOW = 1_800_000_000

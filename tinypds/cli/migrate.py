@@ -1,6 +1,6 @@
 """`tinypds migrate in|out|delete-token` and `tinypds invite`: account migration, one command each way.
 
-Thin over services.migration_client (the flow, over XRPC, against both servers) and
+Thin over services.migration.client (the flow, over XRPC, against both servers) and
 services.migration (invite codes). `migrate in` drives the old PDS and this server (which
 must be running; the invite code is minted here); `migrate out` drives this server and the
 new PDS (the PLC token is minted here, as we hold the rotation key). Re-running after an
@@ -102,7 +102,7 @@ def _print_report(report: Any, dry: bool) -> None:
 
 async def _run(settings: Any, old_url: str, new_url: str, identifier: str, password: str, *, handle: str | None,
                email: str | None, invite_code: str | None, token_for: Any, check: bool) -> None:
-    from ..services.migration_client import Migration, MigrationError, XrpcClient
+    from ..services.migration.client import Migration, MigrationError, XrpcClient
 
     old, new = XrpcClient(old_url), XrpcClient(new_url)
     bars = _Bars()
@@ -144,7 +144,7 @@ def cmd_migrate_in(args: argparse.Namespace) -> int:
         if args.invite_code:
             return args.invite_code
         from ..services.identity.local import open_database
-        from ..services.migration import mint_invite_code
+        from ..services.migration.service import mint_invite_code
 
         db = open_database(settings)
         try:
@@ -194,7 +194,7 @@ def cmd_migrate_out(args: argparse.Namespace) -> int:
 
 def cmd_invite(args: argparse.Namespace) -> int:
     from ..services.identity.local import open_database
-    from ..services.migration import INVITE_TTL_SECONDS, mint_invite_code
+    from ..services.migration.service import INVITE_TTL_SECONDS, mint_invite_code
 
     settings = settings_from_args(args)
     db = open_database(settings)

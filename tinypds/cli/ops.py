@@ -94,7 +94,7 @@ class _Pages:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from ..services.identity.keys import KeyStoreError
-    from ..services.ops import OpsError, backup
+    from ..services.ops.data_dir import OpsError, backup
 
     settings = settings_from_args(args)
     keys = passphrase = None
@@ -118,7 +118,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from ..services.identity.keys import KeyStoreError
-    from ..services.ops import OpsError, restore
+    from ..services.ops.data_dir import OpsError, restore
 
     settings = settings_from_args(args)
     bar = _Pages("restore copy")
@@ -157,7 +157,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from ..config import env_name
-    from ..services.status import config_problems
+    from ..services.ops.status import config_problems
 
     settings = settings_from_args(args)  # fatal problems raise ConfigError (exit 2) with the reasons
     print(f"# effective settings (config file: {settings.config_file or 'none'})")
@@ -174,7 +174,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..services.status import status_report
+    from ..services.ops.status import status_report
 
     settings = settings_from_args(args)
     lines, report = status_report(settings, network=not args.offline, timeout=args.timeout)

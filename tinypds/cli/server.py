@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
 
-    from ..services.ops import OpsError, ServerLock
+    from ..services.ops.data_dir import OpsError, ServerLock
 
     lock = ServerLock(settings.data_dir)  # held until the database is closed (restore checks it)
     try:

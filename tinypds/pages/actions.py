@@ -214,7 +214,7 @@ async def backup_sealed(request: Request) -> Any:
         session.flash.append(("error", "The passphrase needs at least 8 characters"))
         return redirect("/account#backups")
     svc = services(request)
-    from ..services import ops
+    from ..services.ops import data_dir as ops
 
     tmpdir = Path(tempfile.mkdtemp(prefix=".backup-", dir=svc.settings.data_dir))
     dest = tmpdir / "tinypds-backup.sqlite"

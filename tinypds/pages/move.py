@@ -1,5 +1,5 @@
 """Move the account to another PDS from /account: the same flow as `tinypds migrate out`
-(services.migration_client.Migration), run as a background task with its progress shown.
+(services.migration.client.Migration), run as a background task with its progress shown.
 
 The page signs in to this server for the flow (a session issued to the page's signed-in owner,
 so a second factor already passed is not asked again) and to the new PDS with the password
@@ -35,7 +35,7 @@ def job_view(request: Request) -> dict | None:
 
 
 async def _move(svc: Any, j: dict, new_url: str, handle: str, email: str, invite: str | None, password: str) -> None:
-    from ..services.migration_client import Migration, XrpcClient
+    from ..services.migration.client import Migration, XrpcClient
     from ..services.identity.plc import PlcService
 
     account = svc.account

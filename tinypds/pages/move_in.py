@@ -3,7 +3,7 @@
 Shown on /account while the database holds no account. Guarded by the server's invite code
 (`tinypds invite`), which only the shell owner can print; the browser that started the move
 holds a random job cookie, and only it sees the progress and can hand over the PLC token the
-old PDS emails. The flow is services.migration_client.Migration (resumable, state file in the
+old PDS emails. The flow is services.migration.client.Migration (resumable, state file in the
 data directory), run in the background; it waits for the token on a future.
 """
 
@@ -68,7 +68,7 @@ def view(request: Request, error: str | None = None, status: int = 200) -> Templ
 
 
 async def _run(svc: Any, j: dict, old_url: str, identifier: str, password: str, handle: str | None, invite: str) -> None:
-    from ..services.migration_client import Migration, XrpcClient
+    from ..services.migration.client import Migration, XrpcClient
 
     old, new = XrpcClient(old_url), XrpcClient(svc.settings.public_url)
     migration = None

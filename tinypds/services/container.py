@@ -25,10 +25,10 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .sync.health import HealthWatcher
     from .identity.keys import KeyStore
     from .identity.local import LocalIdentity
-    from .migration import MigrationService
+    from .migration.service import MigrationService
     from .auth.oauth.server import OAuthService
     from .account.preferences import PreferencesService
-    from .proxy import ProxyService
+    from .proxy.service import ProxyService
     from .sync.ratelimit import WriteRateLimiter
     from .records import RecordService
     from .repo import RepoService

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AuthenticationRequired, InvalidRequest, NotEnoughResources
-from ..services.migration import MigrationService
+from ..services.migration.service import MigrationService
 from ..services.auth.oauth.scopes import AccountAccess
 from litestar import Request, get
 from .routing import access_auth, body_chunks, body_str, client_ip, json_body, post, query_int, query_str, services

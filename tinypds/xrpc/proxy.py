@@ -15,7 +15,7 @@ from litestar import Request, Response, route
 
 from ..core.syntax import is_valid_nsid
 from ..errors import InvalidRequest, MethodNotImplemented
-from ..services.proxy import ProxyService, Target, UpstreamBroken, check_proxy_allowed
+from ..services.proxy.service import ProxyService, Target, UpstreamBroken, check_proxy_allowed
 from ..services.auth.oauth.scopes import RpcCall
 from .streams import HEAD_KEY, Stream
 from .routing import access_auth, body_chunks, services

@@ -122,7 +122,7 @@ def email_view(account: Any) -> dict:
 
 def invite_ok(db: Any, service_did: str, code: str) -> bool:
     """Is `code` the server's current invite code (`tinypds invite`)? Nothing is spent."""
-    from ..migration import _peek_invite
+    from ..migration.service import _peek_invite
 
     try:
         db.read(lambda c: _peek_invite(c, service_did, code, int(time.time())))

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from ..core import dagcbor
-from ..core.car import read_car_bytes, read_car_stream
-from ..core.cid import CID
-from .identity.plc import PlcClient
-from .xrpc_client import CHUNK, MigrationError, RemoteError, XrpcClient
+from ...core import dagcbor
+from ...core.car import read_car_bytes, read_car_stream
+from ...core.cid import CID
+from ..identity.plc import PlcClient
+from ..net.xrpc_client import CHUNK, MigrationError, RemoteError, XrpcClient
 
 __all__ = ["Migration", "MigrationError", "MigrationState", "RemoteError", "Report", "XrpcClient"]
 

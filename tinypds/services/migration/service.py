@@ -23,23 +23,23 @@ import tempfile
 import time
 from typing import Any, AsyncIterable, Callable
 
-from .. import errors
-from ..core import events as events_core
-from ..core import plc as core_plc
-from ..core.crypto import K256PrivateKey, parse_did_key
-from ..core.jwt import JwtError, verify_service_auth
-from ..store import accounts as accounts_db
-from ..store import blocks as blocks_db
-from ..store import events as events_db
-from ..store import identity as identity_db
-from ..store import migration as migration_db
-from ..store import repo as repo_db
-from .account import create as account_service
-from .auth import passwords
-from .identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
-from .identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
-from .repo_io import RepoIOError, import_car
-from .repo import iso_now
+from ... import errors
+from ...core import events as events_core
+from ...core import plc as core_plc
+from ...core.crypto import K256PrivateKey, parse_did_key
+from ...core.jwt import JwtError, verify_service_auth
+from ...store import accounts as accounts_db
+from ...store import blocks as blocks_db
+from ...store import events as events_db
+from ...store import identity as identity_db
+from ...store import migration as migration_db
+from ...store import repo as repo_db
+from ..account import create as account_service
+from ..auth import passwords
+from ..identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
+from ..identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
+from ..repo_io import RepoIOError, import_car
+from ..repo import iso_now
 
 log = logging.getLogger("tinypds.migration")
 
@@ -107,7 +107,7 @@ class MigrationService:
     async def create_account(self, *, did: str | None, handle: str, password: str | None, email: str | None,
                              invite_code: str | None, service_auth: str | None) -> dict:
         """Create the one account for an existing DID (deactivated). Returns the account dict."""
-        from .identity.local import check_new_handle
+        from ..identity.local import check_new_handle
 
         if self.account() is not None:
             raise errors.AccountAlreadyExists("This server already holds its one account; createAccount is closed")

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..store import ops as store_ops
-from ..store.db import Database, DatabaseError
-from .sync import sequencer
-from .repo_io import RepoIOError, verify_stored
+from ...store import ops as store_ops
+from ...store.db import Database, DatabaseError
+from ..sync import sequencer
+from ..repo_io import RepoIOError, verify_stored
 
 LOCK_NAME = "tinypds.lock"
 
@@ -90,7 +90,7 @@ def _iso_now() -> str:
 
 
 def _local_did(conn: Any) -> str | None:
-    from ..store.accounts import get_account
+    from ...store.accounts import get_account
 
     account = get_account(conn)
     return account.did if account is not None else None
@@ -133,7 +133,7 @@ def backup(settings: Any, dest: Path | str, *, keys: Any = None, passphrase: str
             raise OpsError("the database has no account yet; there are no keys to back up")
         dids = [did] + ([settings.service_did] if settings.service_did != did else [])
         sealed = keys.export_sealed(dids, passphrase)
-        from .identity.keys import PURPOSES
+        from ..identity.keys import PURPOSES
 
         pairs = [(d, p) for d in dids for p in PURPOSES if keys.has_key(d, p)]
 
@@ -230,7 +230,7 @@ def restore(settings: Any, src: Path | str, *, keys_factory: Callable[[], Any] |
                 raise OpsError(f"{src} failed the repo check: {exc}") from None
             sealed = db.read(store_ops.get_sealed_keys)
             db.write(store_ops.drop_sealed_keys)
-            from ..store.schema import current_version
+            from ...store.schema import current_version
 
             version = db.read(current_version)
         finally:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import ops as store_ops
-from ..store.db import DatabaseError
-from .sync.health_report import HealthReport, report_lines
-from .ops import OpsError, server_running
+from ...store import ops as store_ops
+from ...store.db import DatabaseError
+from ..sync.health_report import HealthReport, report_lines
+from .data_dir import OpsError, server_running
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _file_size(path: Path) -> int:
 
 async def _resolution(settings: Any, did: str, handle: str | None, plc_url: str | None, timeout: float) -> list[Line]:
     """Handle -> DID and DID -> document (naming this PDS and the handle), each within `timeout`."""
-    from .identity.resolver import DidResolver, HandleResolver, doc_handle, doc_pds_endpoint
+    from ..identity.resolver import DidResolver, HandleResolver, doc_handle, doc_pds_endpoint
 
     out: list[Line] = []
     dids = DidResolver(plc_url or settings.plc_url, timeout=timeout)
@@ -94,11 +94,11 @@ def status(settings: Any, *, network: bool = True, timeout: float = 3.0) -> list
 def status_report(settings: Any, *, network: bool = True, timeout: float = 3.0) -> tuple[list[Line], Any]:
     """(status lines, the server's last stored HealthReport or None). The network section shows
     what the running server's health watcher last saw (relays, AppView, handle resolution)."""
-    from ..store.accounts import get_account
-    from ..store.health import get_report as get_health
-    from ..store.identity import get_identity
-    from ..store.repo import get_root
-    from .identity.keys import KeyStore, KeyStoreError
+    from ...store.accounts import get_account
+    from ...store.health import get_report as get_health
+    from ...store.identity import get_identity
+    from ...store.repo import get_root
+    from ..identity.keys import KeyStore, KeyStoreError
 
     path = settings.db_path
     if not path.exists():
@@ -184,7 +184,7 @@ def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
     """check_settings plus what only shows on this machine: data dir, database, key store."""
     import os
 
-    from ..config import check_settings
+    from ...config import check_settings
 
     out = list(check_settings(settings))
     d = settings.data_dir
@@ -198,7 +198,7 @@ def config_problems(settings: Any, check_keys: bool = True) -> list[str]:
         except DatabaseError as exc:
             out.append(f"error: {exc}")
     if check_keys:
-        from .identity.keys import KeyStore, KeyStoreError
+        from ..identity.keys import KeyStore, KeyStoreError
 
         try:
             KeyStore.open(settings)

@@ -21,12 +21,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 
-from ..core import syntax as sx
-from ..core.jwt import create_service_auth
-from .safe_http import public_only_transport, system_resolver
-from ..errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout, XrpcError
-from .identity.resolver import DidResolver
-from .proxy_target import parse_proxy_header, safe_origin, service_endpoint
+from ...core import syntax as sx
+from ...core.jwt import create_service_auth
+from ..net.safe_http import public_only_transport, system_resolver
+from ...errors import InvalidRequest, InvalidToken, MethodNotImplemented, UpstreamFailure, UpstreamTimeout, XrpcError
+from ..identity.resolver import DidResolver
+from .target import parse_proxy_header, safe_origin, service_endpoint
 
 if TYPE_CHECKING:
     import httpx

@@ -9,8 +9,8 @@ import ipaddress
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..core import syntax as sx
-from ..errors import InvalidRequest
+from ...core import syntax as sx
+from ...errors import InvalidRequest
 
 
 def parse_proxy_header(value: str) -> tuple[str, str]:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from ....core.jwt import JwtError, decode_jwt_unverified
-from ...safe_http import Resolver, system_resolver
-from ...safe_http import safe_http_client as _safe_http_client
+from ...net.safe_http import Resolver, system_resolver
+from ...net.safe_http import safe_http_client as _safe_http_client
 from .dpop import JtiCache
 from .jwk import key_from_jwk, thumbprint, verify_jws
 

@@ -1,0 +1,7 @@
+"""Migration: moving the account in from another PDS and out to one (createAccount with an
+existing DID, importRepo, missing blobs, the PLC operation, activation), resumable, and the
+XRPC client side that drives the other server.
+
+May import core, store, config, errors and the identity, auth, account, repo, sync and net
+subpackages; never proxy, xrpc or app.
+"""

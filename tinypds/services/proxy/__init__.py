@@ -1,0 +1,7 @@
+"""Proxy: forwarding app.bsky.*, chat.bsky.* and atproto-proxy calls to the AppView, the chat
+service or a DID-named service, with a service-auth token signed by the account's key;
+which targets are allowed and how they are resolved.
+
+May import core, config, errors and the identity, auth and net subpackages; never store,
+repo, sync, migration, xrpc or app.
+"""
