@@ -24,7 +24,7 @@ from typing import AsyncIterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tinypds.config import Settings  # noqa: E402
-from tinypds.services.blobs import BlobService  # noqa: E402
+from tinypds.services.repo.blobs import BlobService  # noqa: E402
 from tinypds.store import records  # noqa: E402
 from tinypds.store.db import Database  # noqa: E402
 

@@ -84,7 +84,7 @@ def child_getrepo(data: str) -> dict:
     """The getRepo code path: repo_io.aiter_export consumed on an event loop; RSS sampled."""
     import asyncio
 
-    from tinypds.services.repo_io import aiter_export
+    from tinypds.services.repo.car_io import aiter_export
     from tinypds.store.db import Database
 
     db = Database.open(Path(data) / "tinypds.sqlite", create=False)

@@ -188,7 +188,7 @@ async def bench_backfill(server, n: int) -> None:
 
 def bench_get_repo(workdir: Path, records: int) -> None:
     from tests.bench.bench_repo import BENCH_DID, bench_key, ensure_car
-    from tinypds.services.repo_io import import_car
+    from tinypds.services.repo.car_io import import_car
     from tinypds.store.db import Database
 
     car = ensure_car(workdir, records)

@@ -56,7 +56,7 @@ class MemoryKeys:
 
 
 def child_import(car: str, data: str) -> dict:
-    from tinypds.services.repo_io import import_car
+    from tinypds.services.repo.car_io import import_car
     from tinypds.store.db import Database
 
     base = peak_rss_mb()
@@ -71,7 +71,7 @@ def child_import(car: str, data: str) -> dict:
 
 
 def child_export(data: str, out: str) -> dict:
-    from tinypds.services.repo_io import export_car
+    from tinypds.services.repo.car_io import export_car
     from tinypds.store.db import Database
 
     db = Database.open(Path(data) / "tinypds.sqlite", create=False)
@@ -84,7 +84,7 @@ def child_export(data: str, out: str) -> dict:
 
 
 def child_verify(data: str) -> dict:
-    from tinypds.services.repo_io import verify_stored
+    from tinypds.services.repo.car_io import verify_stored
     from tinypds.store.db import Database
 
     db = Database.open(Path(data) / "tinypds.sqlite", create=False)
@@ -99,8 +99,8 @@ def child_commits(car: str, data: str, n: int = 300) -> dict:
     """Account with a key, import the CAR (re-signed), then n single-record creates."""
     from tinypds.core.mst import MST
     from tinypds.services.account.create import create_local_account
-    from tinypds.services.repo import RepoService
-    from tinypds.services.repo_io import import_car
+    from tinypds.services.repo.writes import RepoService
+    from tinypds.services.repo.car_io import import_car
     from tinypds.store import repo as repo_db
     from tinypds.store.blocks import SqliteBlocks
     from tinypds.store.db import Database

@@ -13,8 +13,8 @@ import pytest
 from tinypds import errors
 from tinypds.core import car as car_core
 from tinypds.core import dagcbor
-from tinypds.services.repo import RepoService, read_only_signer
-from tinypds.services.repo_io import import_car
+from tinypds.services.repo.writes import RepoService, read_only_signer
+from tinypds.services.repo.car_io import import_car
 from tinypds.store.db import Database
 
 from tests.services.repo_helpers import build_repo_blocks, car_bytes, fixed_key, snapshot

@@ -12,7 +12,7 @@ import pytest
 from tinypds.config import Settings
 from tinypds.core.cid import cid_for_raw
 from tinypds.errors import BlobNotFound, BlobTooLarge, InvalidRequest, RepoNotFound
-from tinypds.services.blobs import BlobService
+from tinypds.services.repo.blobs import BlobService
 from tinypds.store import records
 from tinypds.store.blobs import PART_SIZE
 from tinypds.store.db import Database

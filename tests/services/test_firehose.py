@@ -337,7 +337,7 @@ def test_randomized_session_every_commit_frame_verifies_on_its_own(env):
         c = Collector()
         task = asyncio.create_task(fh.serve(c.send, cursor=0))
         live: list[str] = []
-        from tinypds.services.repo import Write
+        from tinypds.services.repo.writes import Write
         for round_ in range(60):
             writes, used = [], set()
             grow = round_ < 35

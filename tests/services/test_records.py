@@ -10,7 +10,7 @@ import pytest
 from tinypds import errors
 from tinypds.core.cid import cid_for_raw
 from tinypds.core.tid import is_valid_tid
-from tinypds.services.records import MUST_NOT_EXIST, RecordService, WriteOp
+from tinypds.services.repo.records import MUST_NOT_EXIST, RecordService, WriteOp
 
 from .repo_helpers import DID, open_env
 

@@ -11,8 +11,8 @@ from tinypds.core import dagcbor
 from tinypds.core.commit import invert_and_check, verify_commit
 from tinypds.core.crypto import parse_did_key
 from tinypds.core.mst import MST
-from tinypds.services.repo import MUST_NOT_EXIST, Write
-from tinypds.services.repo_io import verify_stored
+from tinypds.services.repo.writes import MUST_NOT_EXIST, Write
+from tinypds.services.repo.car_io import verify_stored
 from tinypds.store import events as events_db
 from tinypds.store import repo as repo_db
 from tinypds.store.blocks import SqliteBlocks

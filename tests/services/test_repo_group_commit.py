@@ -15,9 +15,9 @@ from tinypds.core import dagcbor
 from tinypds.core.blocks import MemoryBlockStore
 from tinypds.core.commit import verify_commit, verify_inductive
 from tinypds.core.crypto import parse_did_key
-from tinypds.services import repo as repo_service
-from tinypds.services.repo import Write
-from tinypds.services.repo_io import verify_stored
+from tinypds.services.repo import writes as repo_service
+from tinypds.services.repo.writes import Write
+from tinypds.services.repo.car_io import verify_stored
 from tinypds.store import events as events_db
 
 from .repo_helpers import DID, fixed_key, open_env, snapshot

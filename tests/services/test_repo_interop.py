@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tinypds.services.repo_io import iter_export
+from tinypds.services.repo.car_io import iter_export
 
 from .repo_helpers import DID, fixed_key, open_env
 

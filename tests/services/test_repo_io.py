@@ -11,7 +11,7 @@ from tinypds.core import car as car_core
 from tinypds.core import dagcbor
 from tinypds.core.cid import cid_for_dagcbor
 from tinypds.core.commit import build_commit_from_root
-from tinypds.services.repo_io import RepoIOError, aiter_export, import_car, iter_export, verify_car_file, verify_stored
+from tinypds.services.repo.car_io import (RepoIOError, aiter_export, import_car, iter_export, verify_car_file, verify_stored)
 from tinypds.store import records as records_db
 
 from .repo_helpers import DID, OTHER_DID, build_repo_blocks, car_bytes, fixed_key, open_env, snapshot
@@ -297,7 +297,7 @@ def test_verify_stored_detects_a_missing_record_block(tmp_path, repo_car):
 
 
 def test_duplicate_block_across_batches_is_refused(tmp_path, repo_car, monkeypatch):
-    from tinypds.services import repo_io
+    from tinypds.services.repo import car_io as repo_io
 
     monkeypatch.setattr(repo_io, "BLOCK_BATCH", 50)
     root, blocks = repo_car

@@ -15,7 +15,7 @@ import pytest
 
 from tinypds.core import car as car_core
 from tinypds.core.crypto import parse_multibase_key
-from tinypds.services.repo_io import import_car, iter_export, verify_stored
+from tinypds.services.repo.car_io import import_car, iter_export, verify_stored
 from tinypds.store import records as records_db
 
 from .repo_helpers import open_env

@@ -1,6 +1,6 @@
 """`tinypds export FILE.car`, `tinypds import FILE.car`, `tinypds verify [FILE.car]`.
 
-Thin over services.repo_io: opens the data directory's database (and the key store only
+Thin over services.repo.car_io: opens the data directory's database (and the key store only
 when an account needs it), shows progress on stderr, prints a summary on stdout and turns
 every failure into one CliError line that says what to do next. Never imports store SQL.
 """
@@ -135,7 +135,7 @@ class _SyncingWriter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..services.repo_io import RepoIOError, export_car
+    from ..services.repo.car_io import RepoIOError, export_car
 
     settings = settings_from_args(args)
     db = _open_db(settings, create=False)
@@ -172,7 +172,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ..services.account.create import get_account
-    from ..services.repo_io import RepoIOError, import_car
+    from ..services.repo.car_io import RepoIOError, import_car
 
     _check_did_key(args.did_key)
     settings = settings_from_args(args)
@@ -230,7 +230,7 @@ def _keys_if_present(settings: Any, did: str) -> Any:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..services.account.create import get_account
-    from ..services.repo_io import RepoIOError, verify_car_file, verify_stored
+    from ..services.repo.car_io import RepoIOError, verify_car_file, verify_stored
 
     _check_did_key(args.did_key)
     phases = _Phases("verify")

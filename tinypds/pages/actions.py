@@ -193,7 +193,7 @@ async def backup_car(request: Request) -> Any:
     """The repo as CAR, streamed (a GET link: reading needs the session cookie, which is SameSite=Strict)."""
     if _session_or_none(request) is None:
         return refused(request, PageRefused("Sign in first", 401))
-    from ..services.repo_export import aiter_export
+    from ..services.repo.export import aiter_export
 
     svc = services(request)
     name = (svc.account.handle or "repo").replace("/", "_") + ".car"

@@ -19,7 +19,7 @@ from ..config import Settings
 if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .account.create import AccountRow
     from .auth.service import AuthService
-    from .blobs import BlobService
+    from .repo.blobs import BlobService
     from .sync.crawl import Crawler
     from .sync.firehose import Firehose
     from .sync.health import HealthWatcher
@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the services are imported when the lifespan opens them
     from .account.preferences import PreferencesService
     from .proxy.service import ProxyService
     from .sync.ratelimit import WriteRateLimiter
-    from .records import RecordService
-    from .repo import RepoService
+    from .repo.records import RecordService
+    from .repo.writes import RepoService
     from .sync.sequencer import SeqKeeper
     from .sync.reads import SyncService
     from ..store.db import Database
@@ -88,7 +88,7 @@ class AppServices:
 async def open_services(settings: Settings) -> AppServices:
     """Open the database (migrating it), the key store and the services built on them."""
     from .auth.service import AuthService, load_jwt_secret
-    from .blobs import BlobService
+    from .repo.blobs import BlobService
     from .identity.keys import KeyStore
     from .identity.local import build_local_identity
     from .sync.relay import open_relay_services
@@ -127,8 +127,8 @@ async def open_services(settings: Settings) -> AppServices:
 def attach_account(svc: AppServices) -> None:
     """(Re)build the per-account services once the database holds an account."""
     from .account.create import get_account
-    from .records import RecordService
-    from .repo import RepoService
+    from .repo.records import RecordService
+    from .repo.writes import RepoService
 
     row = get_account(svc.db)
     svc.account = row
@@ -136,7 +136,7 @@ def attach_account(svc: AppServices) -> None:
         svc.repo = svc.records = None
         return
     if row.status == "offline-copy":  # imported without keys: reads only, no key lookups
-        from .repo import read_only_signer
+        from .repo.writes import read_only_signer
         svc.repo = RepoService(svc.db, row.did, read_only_signer(row.did))
     else:
         svc.repo = RepoService.from_keystore(svc.db, row.did, svc.keys)

@@ -17,7 +17,7 @@ from ..core.syntax import InvalidSyntax, parse_at_identifier
 from ..errors import AccountNotFound, AuthenticationRequired, InvalidRequest, RepoDeactivated, RepoNotFound, RepoReadOnly
 from ..services.auth.service import is_service_jwt
 from ..services.auth.oauth.scopes import BlobUpload, RepoWrite
-from ..services.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
+from ..services.repo.records import MAX_WRITES, MUST_NOT_EXIST, WriteOp
 from .routing import access_auth, body_bool, body_chunks, body_str, json_body, post, query_int, query_str, services
 
 NS = "/xrpc/com.atproto.repo."

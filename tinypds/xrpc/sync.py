@@ -18,7 +18,7 @@ from ..core.cid import CID
 from ..core.events import error_frame
 from ..core.syntax import InvalidSyntax, parse_did, parse_nsid, parse_rkey, parse_tid
 from ..errors import InvalidRequest, RepoNotFound
-from ..services import repo_io
+from ..services.repo import car_io as repo_io
 from .streams import Stream
 from .routing import query_int, query_str, services
 

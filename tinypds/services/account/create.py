@@ -23,7 +23,7 @@ from ...store import accounts as accounts_db
 from ...store import events as events_db
 from ...store import repo as repo_db
 from ...store.db import Database
-from ..repo import default_clock, iso_now
+from ..repo.writes import default_clock, iso_now
 
 EMPTY_NODE = encode_node((), (), (None,))
 

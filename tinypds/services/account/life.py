@@ -27,7 +27,7 @@ from ...store import events as events_db
 from ...store import repo as repo_db
 from ..auth import passwords
 from .email import EmailTokens, Mailer
-from ..repo import iso_now
+from ..repo.writes import iso_now
 from ..auth.throttle import FailureThrottle
 
 log = logging.getLogger("tinypds.account")

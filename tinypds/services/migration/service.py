@@ -38,8 +38,8 @@ from ..account import create as account_service
 from ..auth import passwords
 from ..identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
 from ..identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
-from ..repo_io import RepoIOError, import_car
-from ..repo import iso_now
+from ..repo.car_io import RepoIOError, import_car
+from ..repo.writes import iso_now
 
 log = logging.getLogger("tinypds.migration")
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ...store import ops as store_ops
 from ...store.db import Database, DatabaseError
 from ..sync import sequencer
-from ..repo_io import RepoIOError, verify_stored
+from ..repo.car_io import RepoIOError, verify_stored
 
 LOCK_NAME = "tinypds.lock"
 

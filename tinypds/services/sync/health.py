@@ -282,7 +282,7 @@ class HealthWatcher:
     async def _resync(self) -> None:
         """A #sync event (our current commit): a subscribed relay that missed commits catches up from it.
         At most one per interval, whatever the number of relays."""
-        from ..repo import iso_now
+        from ..repo.writes import iso_now
         from .sequencer import sync_event
 
         now = self.clock()

@@ -21,7 +21,7 @@ from ...store import accounts as accounts_db
 from ...store import blocks as blocks_db
 from ...store import repo as repo_db
 from ...store.blocks import SqliteBlocks
-from ..thread_stream import aiter_thread
+from ..repo.thread_stream import aiter_thread
 
 CAR_MEDIA_TYPE = "application/vnd.ipld.car"
 MAX_GET_BLOCKS = 1000

@@ -17,7 +17,7 @@ from .crawl import Crawler
 from .firehose import Firehose
 from .health import HealthWatcher
 from .ratelimit import WriteRateLimiter
-from ..repo import iso_now
+from ..repo.writes import iso_now
 from .sequencer import SeqKeeper, identity_and_account_events
 from .reads import SyncService
 

@@ -25,7 +25,7 @@ from ...store import blocks as blocks_db
 from ...store import events as events_db
 from ...store import repo as repo_db
 from ...store import sequencer as seq_db
-from ..repo import iso_now
+from ..repo.writes import iso_now
 
 log = logging.getLogger("tinypds.sequencer")
 

@@ -4,7 +4,7 @@ No HTTP types, no SQL (store.*). Order: commit, then each MST node followed by i
 entries' records and subtrees (depth-first, key order), so a reader can verify as it
 streams. Tricky bits: nodes are point lookups, records stream from the record index in
 the same key order (one joined query per collection) and are checked against the nodes'
-entries; `aiter_export` runs the generator on a worker thread (services.thread_stream) and
+entries; `aiter_export` runs the generator on a worker thread (services.repo.thread_stream) and
 stops it when the consumer goes away. Also home of RepoIOError (shared with repo_io).
 """
 
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
 
-from ..core import car as car_core
-from ..core.cid import CID
-from ..core.mst.codec import decode_node, node_links
-from ..store import blocks as blocks_db
-from ..store import records as records_db
-from ..store import repo as repo_db
-from ..store.db import Database
+from ...core import car as car_core
+from ...core.cid import CID
+from ...core.mst.codec import decode_node, node_links
+from ...store import blocks as blocks_db
+from ...store import records as records_db
+from ...store import repo as repo_db
+from ...store.db import Database
 from .thread_stream import aiter_thread
 
 Progress = Callable[[str, int], None]  # (phase, items done since last call)

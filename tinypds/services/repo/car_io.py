@@ -17,25 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..core import car as car_core
-from ..core import dagcbor
-from ..core import events as events_core
-from ..core.blocks import MissingBlockError
-from ..core.cid import CID
-from ..core.commit import CommitError, build_commit_from_root, verify_commit
-from ..core.crypto import parse_did_key
-from ..core.mst import MstError, verify_tree
-from ..core.syntax import is_valid_did, is_valid_tid
-from ..core.tid import TidClock
-from ..store import accounts as accounts_db
-from ..store import blocks as blocks_db
-from ..store import events as events_db
-from ..store import records as records_db
-from ..store import repo as repo_db
-from ..store.blocks import SqliteBlocks
-from ..store.db import Database, bulk_cache
-from .repo import default_clock, iso_now
-from .repo_export import Progress, RepoIOError, no_progress, aiter_export, export_car, iter_export  # noqa: F401 (re-exported)
+from ...core import car as car_core
+from ...core import dagcbor
+from ...core import events as events_core
+from ...core.blocks import MissingBlockError
+from ...core.cid import CID
+from ...core.commit import CommitError, build_commit_from_root, verify_commit
+from ...core.crypto import parse_did_key
+from ...core.mst import MstError, verify_tree
+from ...core.syntax import is_valid_did, is_valid_tid
+from ...core.tid import TidClock
+from ...store import accounts as accounts_db
+from ...store import blocks as blocks_db
+from ...store import events as events_db
+from ...store import records as records_db
+from ...store import repo as repo_db
+from ...store.blocks import SqliteBlocks
+from ...store.db import Database, bulk_cache
+from .writes import default_clock, iso_now
+from .export import Progress, RepoIOError, no_progress, aiter_export, export_car, iter_export  # noqa: F401 (re-exported)
 
 BATCH = 4000
 BLOCK_BATCH = 10000  # bigger sorted batches visit each index page fewer times (random CIDs)

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import errors
-from ..core import dagcbor
-from ..core import syntax as sx
-from ..core.cid import CID, cid_for_dagcbor
-from ..core.lexicon import LexiconCatalog, LexiconValidationError
-from ..lexicons import default_catalog
-from .repo import MAX_WRITES, MUST_NOT_EXIST, CommitResult, RecordView, RepoService, Write
+from ... import errors
+from ...core import dagcbor
+from ...core import syntax as sx
+from ...core.cid import CID, cid_for_dagcbor
+from ...core.lexicon import LexiconCatalog, LexiconValidationError
+from ...lexicons import default_catalog
+from .writes import MAX_WRITES, MUST_NOT_EXIST, CommitResult, RecordView, RepoService, Write
 
 VALID = "valid"
 UNKNOWN = "unknown"

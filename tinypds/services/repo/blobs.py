@@ -16,12 +16,12 @@ import secrets
 import time
 from typing import Any, AsyncIterable, AsyncIterator, Callable
 
-from ..config import Settings
-from ..core.cid import RAW, CID, cid_for_raw_digest
-from ..core.mime import SNIFF_BYTES, choose_mime
-from ..errors import BlobNotFound, BlobTooLarge, InvalidRequest, RepoNotFound
-from ..store import blobs as store
-from ..store.blobs import PART_SIZE, BlobMeta
+from ...config import Settings
+from ...core.cid import RAW, CID, cid_for_raw_digest
+from ...core.mime import SNIFF_BYTES, choose_mime
+from ...errors import BlobNotFound, BlobTooLarge, InvalidRequest, RepoNotFound
+from ...store import blobs as store
+from ...store.blobs import PART_SIZE, BlobMeta
 
 log = logging.getLogger("tinypds.blobs")
 

@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .. import errors
-from ..core import commit as commit_core
-from ..core import dagcbor
-from ..core import events as events_core
-from ..core.cid import CID, cid_for_dagcbor
-from ..core.mst import MST
-from ..core.syntax import is_valid_nsid, is_valid_rkey
-from ..core.tid import TidClock
-from ..store import records as records_db
-from ..store import repo as repo_db
-from ..store.blocks import SqliteBlocks
-from ..store.db import Database
+from ... import errors
+from ...core import commit as commit_core
+from ...core import dagcbor
+from ...core import events as events_core
+from ...core.cid import CID, cid_for_dagcbor
+from ...core.mst import MST
+from ...core.syntax import is_valid_nsid, is_valid_rkey
+from ...core.tid import TidClock
+from ...store import records as records_db
+from ...store import repo as repo_db
+from ...store.blocks import SqliteBlocks
+from ...store.db import Database
 
 log = logging.getLogger("tinypds.repo")
 
