@@ -127,3 +127,36 @@ def test_checker_catches_a_violation():
     assert imports == ["tinypds.store", "tinypds.app", "apsw"]
     assert not _owned_by("core/probe.py", OWNERS["apsw"])
     assert _owned_by("store/blocks.py", OWNERS["apsw"])
+
+
+# the service subpackages, bottom first: each may import only those before it (and its own modules)
+SERVICE_ORDER = ["net", "repo", "identity", "sync", "auth", "account", "migration", "proxy", "ops"]
+
+
+def test_service_subpackages_import_downhill_only():
+    rank = {name: i for i, name in enumerate(SERVICE_ORDER)}
+    found = {p.name for p in (PKG / "services").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert found == set(SERVICE_ORDER), f"a service subpackage is missing from SERVICE_ORDER: {found ^ set(SERVICE_ORDER)}"
+    bad = []
+    for path in _modules():
+        rel = path.relative_to(PKG).parts
+        if rel[0] != "services" or len(rel) < 3:
+            continue
+        own = rel[1]
+        for target, line in _imports(path):
+            parts = target.split(".")
+            if parts[:2] != ["tinypds", "services"] or len(parts) < 3 or parts[2] in (own, "container"):
+                continue
+            other = parts[2]
+            if other not in rank or rank[other] >= rank[own]:
+                bad.append(f"{'/'.join(rel)}:{line} imports {target}")
+            elif any(p.startswith("_") for p in parts[3:]):
+                bad.append(f"{'/'.join(rel)}:{line} reaches into a private module: {target}")
+    assert not bad, "service subpackages must import downhill only:\n" + "\n".join(bad)
+
+
+def test_each_service_subpackage_says_what_it_owns():
+    for name in SERVICE_ORDER:
+        doc = ast.get_docstring(ast.parse((PKG / "services" / name / "__init__.py").read_text()))
+        assert doc and "May import" in doc, f"services/{name}/__init__.py must say what it owns and may import"
+

@@ -98,7 +98,7 @@ def child_verify(data: str) -> dict:
 def child_commits(car: str, data: str, n: int = 300) -> dict:
     """Account with a key, import the CAR (re-signed), then n single-record creates."""
     from tinypds.core.mst import MST
-    from tinypds.services.account.create import create_local_account
+    from tinypds.services.identity.create import create_local_account
     from tinypds.services.repo.writes import RepoService
     from tinypds.services.repo.car_io import import_car
     from tinypds.store import repo as repo_db

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinypds.core.crypto import K256PrivateKey
-from tinypds.services.account.create import create_local_account
+from tinypds.services.identity.create import create_local_account
 from tinypds.services.identity.keys import KeyStore, SealedFileKeyring
 from tinypds.services.repo.writes import RepoService
 from tinypds.store import repo as repo_db

@@ -57,7 +57,7 @@ def _open_db(args: argparse.Namespace) -> Any:
 
 
 def _account(db: Any) -> Any:
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
 
     row = get_account(db)
     if row is None or row.status == "deleted":

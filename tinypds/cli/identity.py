@@ -165,7 +165,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if settings.db_path.exists():
         db = open_database(settings)
         try:
-            from ..services.account.create import get_account
+            from ..services.identity.create import get_account
 
             existing = get_account(db)
         finally:
@@ -360,7 +360,7 @@ def _local_did(settings: Any) -> str:
         raise CliError(f"no database at {settings.db_path}; nothing to export")
     db = open_database(settings)
     try:
-        from ..services.account.create import get_account
+        from ..services.identity.create import get_account
 
         account = get_account(db)
     finally:

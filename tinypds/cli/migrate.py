@@ -159,7 +159,7 @@ def cmd_migrate_in(args: argparse.Namespace) -> int:
 
 
 def _local_account(settings: Any) -> tuple[Any, Any]:
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
     from ..services.identity.local import open_database
 
     db = open_database(settings)
@@ -199,7 +199,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     db = open_database(settings)
     try:
-        from ..services.account.create import get_account
+        from ..services.identity.create import get_account
 
         if get_account(db) is not None:
             raise CliError("this server already holds its account; an invite code would be of no use")

@@ -171,7 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
     from ..services.repo.car_io import RepoIOError, import_car
 
     _check_did_key(args.did_key)
@@ -229,7 +229,7 @@ def _keys_if_present(settings: Any, did: str) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
     from ..services.repo.car_io import RepoIOError, verify_car_file, verify_stored
 
     _check_did_key(args.did_key)

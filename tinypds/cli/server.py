@@ -123,7 +123,7 @@ async def _ensure_dev_account(svc: Any) -> None:
     """
     import secrets
 
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
 
     if get_account(svc.db) is not None:
         return

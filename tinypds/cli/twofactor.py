@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    from ..services.account.create import get_account
+    from ..services.identity.create import get_account
     from ..store.db import Database, DatabaseError
 
     settings = settings_from_args(args)

@@ -19,7 +19,7 @@ from litestar import Request, post
 from litestar.datastructures import Cookie
 from litestar.response import Template
 
-from ..services.account import page as account_page
+from ..services.migration.service import invite_ok
 from .common import PRE_COOKIE, PageRefused, check_csrf, form, pre_cookie, redirect, refused, render, services
 
 log = logging.getLogger("tinypds.pages.move_in")
@@ -114,7 +114,7 @@ async def move_in(request: Request) -> Any:
     if current is not None and current["state"] == "running":
         return view(request, "A move is already running", 409)
     invite = (fields.get("invite_code") or "").strip()
-    if not account_page.invite_ok(svc.db, svc.settings.service_did, invite):
+    if not invite_ok(svc.db, svc.settings.service_did, invite):
         return view(request, "That is not this server's invite code (run `tinypds invite` on the server)", 403)
     old_url = (fields.get("old_url") or "").strip().rstrip("/")
     if not old_url.startswith(("https://", "http://")):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 
 if TYPE_CHECKING:  # the services are imported when the lifespan opens them
-    from .account.create import AccountRow
+    from .identity.create import AccountRow
     from .auth.service import AuthService
     from .repo.blobs import BlobService
     from .sync.crawl import Crawler
@@ -126,7 +126,7 @@ async def open_services(settings: Settings) -> AppServices:
 
 def attach_account(svc: AppServices) -> None:
     """(Re)build the per-account services once the database holds an account."""
-    from .account.create import get_account
+    from .identity.create import get_account
     from .repo.records import RecordService
     from .repo.writes import RepoService
 

@@ -7,7 +7,7 @@ Imports tinypds.web, errors and the routing helpers only.
 from __future__ import annotations
 
 from .. import __version__
-from ..services.account.create import get_account
+from ..services.identity.create import get_account
 from ..errors import NotFound
 from litestar import Request, get
 from .routing import services

@@ -120,16 +120,6 @@ def email_view(account: Any) -> dict:
             "confirmed": getattr(account, "email_confirmed_at", None) is not None}
 
 
-def invite_ok(db: Any, service_did: str, code: str) -> bool:
-    """Is `code` the server's current invite code (`tinypds invite`)? Nothing is spent."""
-    from ..migration.service import _peek_invite
-
-    try:
-        db.read(lambda c: _peek_invite(c, service_did, code, int(time.time())))
-    except Exception:  # noqa: BLE001  (InvalidInviteCode)
-        return False
-    return True
-
 
 def account_life_for(svc: Any, state: Any) -> Any:
     """The app's AccountLife and DidTruth, kept on `state` (app.state) under the same names

@@ -3,6 +3,5 @@ access/refresh tokens), the sign-in throttle, user service auth, second factors 
 recovery codes, passkeys), the owner pages' sessions, and the OAuth authorization server
 (PAR, PKCE, DPoP, scopes and permission sets).
 
-May import core, store, config, errors and the identity and net subpackages; never repo,
-sync, migration, xrpc or app.
+May import core, store, config, errors and the identity, repo and net subpackages.
 """

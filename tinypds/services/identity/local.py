@@ -22,7 +22,7 @@ from ...core.syntax import InvalidSyntax, handle_is_allowed_for_account, parse_h
 from ...errors import AccountAlreadyExists, HandleNotAvailable, InvalidHandle, InvalidRequest, UnsupportedDomain
 from ...store import accounts as accounts_db
 from ...store import identity as identity_db
-from ..account import create as account_service
+from . import create as account_service
 from ...store.db import Database
 from .resolver import DidResolver, HandleResolver, IdentityResolver, doc_handle
 from .plc import PlcLogError, PlcService, record_identity_event, utc_now_iso

@@ -2,6 +2,6 @@
 existing DID, importRepo, missing blobs, the PLC operation, activation), resumable, and the
 XRPC client side that drives the other server.
 
-May import core, store, config, errors and the identity, auth, account, repo, sync and net
-subpackages; never proxy, xrpc or app.
+May import core, store, config, errors and every subpackage below it (net, repo, identity,
+sync, auth, account); never proxy or ops.
 """

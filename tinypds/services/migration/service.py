@@ -34,7 +34,7 @@ from ...store import events as events_db
 from ...store import identity as identity_db
 from ...store import migration as migration_db
 from ...store import repo as repo_db
-from ..account import create as account_service
+from ..identity import create as account_service
 from ..auth import passwords
 from ..identity.resolver import doc_handle, doc_pds_endpoint, doc_signing_key
 from ..identity.plc import PlcClient, PlcLogError, record_identity_event, utc_now_iso
@@ -66,6 +66,15 @@ def _peek_invite(conn: Any, service_did: str, code: str, now: int) -> None:
     found = identity_db.peek_token(conn, service_did, INVITE_PURPOSE)
     if found is None or found[1] < now or not hmac.compare_digest(found[0], _hash(code)):
         raise errors.InvalidInviteCode("Provided invite code not available (run `tinypds invite` on the server)")
+
+
+def invite_ok(db: Any, service_did: str, code: str) -> bool:
+    """Is `code` the server's current invite code (`tinypds invite`)? Nothing is spent."""
+    try:
+        db.read(lambda c: _peek_invite(c, service_did, code, int(time.time())))
+    except Exception:  # noqa: BLE001  (InvalidInviteCode)
+        return False
+    return True
 
 
 def _take_invite(conn: Any, service_did: str, code: str, now: int) -> None:

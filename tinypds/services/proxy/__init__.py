@@ -2,6 +2,6 @@
 service or a DID-named service, with a service-auth token signed by the account's key;
 which targets are allowed and how they are resolved.
 
-May import core, config, errors and the identity, auth and net subpackages; never store,
-repo, sync, migration, xrpc or app.
+May import core, config, errors and the subpackages below it (net, repo, identity, sync,
+auth, account, migration); today it uses identity and net only.
 """

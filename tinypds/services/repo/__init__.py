@@ -3,6 +3,6 @@ firehose event in one transaction), records (validation, swaps, rkeys), CAR impo
 deep verification, streamed export, and blobs (streamed in and out, collected when
 unreferenced); long streams run on their own bounded thread pool.
 
-May import core, store, config, errors and the identity subpackage (the signing key); never
-auth, sync, migration, proxy, xrpc or app.
+May import core, store, config and errors only: it is the bottom of the service
+subpackages (the signing key is handed to it).
 """

@@ -2,6 +2,6 @@
 the firehose outbox, sync reads (getRepo since, record proofs, blocks), crawl requests, the
 relay-safe write budget, the network-health watcher and its metrics.
 
-May import core, store, config, errors and the identity and proxy services (service auth for
-AppView checks); never auth, repo writes, migration, xrpc or app.
+May import core, store, config, errors and the repo subpackage (the stream pool, the clock);
+the AppView checks sign their service-auth tokens through a key store handed to them.
 """
