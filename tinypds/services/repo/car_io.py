@@ -13,7 +13,9 @@ blocks table then holds exactly the imported repo (plus unreferenced CAR blocks,
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -141,6 +143,25 @@ def _walk_index(conn: Any, data_root: CID, rev: str | None, progress: Progress, 
 # ---- import ------------------------------------------------------------------------------
 
 
+def _maybe_blob_blocks(batch: list[tuple[bytes, bytes]], step: int = 2048) -> list[int]:
+    """Positions in `batch` of the blocks whose bytes hold b"mimeType" (only those can
+    reference a blob; ~5% of a typical repo's blocks): one search over each `step` blocks'
+    joined bytes (~0.6 MB) instead of a Python step per block. A match across two blocks
+    only adds a block that blob_refs then finds nothing in."""
+    found = []
+    for base in range(0, len(batch), step):
+        datas = [data for _, data in batch[base:base + step]]
+        joined = b"".join(datas)
+        ends = list(accumulate(map(len, datas)))
+        find = joined.find
+        pos = find(b"mimeType")
+        while pos >= 0:
+            i = bisect_right(ends, pos)
+            found.append(base + i)
+            pos = find(b"mimeType", ends[i])  # on from the next block
+    return found
+
+
 def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = True) -> tuple[CID, bytes, int, int]:
     """Stream CAR blocks into the blocks table. Returns (root, commit bytes, blocks, bytes).
 
@@ -167,8 +188,7 @@ def _stream_blocks_in(conn: Any, fh: BinaryIO, progress: Progress, bulk: bool = 
     def put() -> None:
         if bulk:
             first = blocks_db.append_blocks(conn, batch)
-            staged = [(first + i, bytes(ref)) for i, (_, data) in enumerate(batch) if b"mimeType" in data
-                      for ref in blob_refs(data)]
+            staged = [(first + i, bytes(ref)) for i in _maybe_blob_blocks(batch) for ref in blob_refs(batch[i][1])]
             if staged:
                 records_db.stage_blob_refs(conn, staged)
         else:
