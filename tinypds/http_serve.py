@@ -90,7 +90,9 @@ class HeadAsGet:
 
 def make_server(app: Any, settings: Settings, host: str, port: int, *,
                 on_listening: Callable[[list], None] | None = None, log_requests: bool = True) -> Server:
-    logging.getLogger("uvicorn.error").addFilter(QuietIncomplete())
+    errors_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietIncomplete) for f in errors_log.filters):  # once per process
+        errors_log.addFilter(QuietIncomplete())
     config = uvicorn.Config(
         RequestLog(HeadAsGet(app)) if log_requests else HeadAsGet(app),
         host=host,
