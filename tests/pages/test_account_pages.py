@@ -103,7 +103,7 @@ def test_nothing_works_without_the_csrf_token(server, path):
 
 
 def _ctx(server):
-    from tinypds.services.auth.service import AuthContext
+    from tinypds.services.auth.context import AuthContext
 
     return AuthContext(did=server.did, kind="access", scopes=frozenset())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinypds.services.auth.service import AuthContext
+from tinypds.services.auth.context import AuthContext
 from tinypds.services.auth.oauth.scopes import (AccountAccess, BlobUpload, IdentityChange, RepoWrite, RpcCall, ScopeError, ScopeMissingError, describe, parse_permission, parse_scope, scope_allows)
 
 APPVIEW = "did:web:api.bsky.app#bsky_appview"

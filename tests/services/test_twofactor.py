@@ -117,7 +117,7 @@ def test_recovery_codes_are_single_use(tfa, clock):
 
 
 def test_create_session_needs_the_factor_and_app_passwords_skip_it(auth, tfa, clock):
-    from tinypds.services.auth.service import AuthContext
+    from tinypds.services.auth.context import AuthContext
 
     full = AuthContext(did=DID, kind="access", scopes=frozenset())
     app_pw = run(auth.create_app_password(full, "phone", False))["password"]

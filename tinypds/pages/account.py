@@ -117,7 +117,7 @@ def move_job_view(request: Request) -> Any:
 
 def _ctx(did: str) -> Any:
     """The AuthContext a signed-in page acts with: a full session of the account."""
-    from ..services.auth.service import AuthContext
+    from ..services.auth.context import AuthContext
 
     return AuthContext(did=did, kind="access", scopes=frozenset())
 

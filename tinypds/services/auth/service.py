@@ -2,7 +2,7 @@
 
 Owns legacy sessions (HS256 access/refresh JWTs, single-use rotating refresh tokens,
 revocation), app passwords, and the sign-in failure throttle. Handlers only ever see
-AuthContext, so OAuth can plug in here later. Imports core, store.auth and
+AuthContext (auth.context). Imports core, store.auth and
 services.passwords; never xrpc/app. Tricky bits: argon2 runs off the event loop (and at
 most two at a time); sign-in always does one argon2 verification, even for an unknown
 identifier; access tokens carry the session id, so deleting the session (logout,
@@ -20,56 +20,18 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...core.jwt import JwtError, decode_jwt_unverified, sign_jwt, verify_jwt
 from ...errors import (AccountTakedown, AuthenticationRequired, AuthFactorTokenRequired, ExpiredToken, InvalidRequest, InvalidToken, RateLimitExceeded)
 from ...store import auth as sql
 from . import passwords
+from .context import ACCESS_SCOPE, APP_PASS_PRIVILEGED_SCOPE, APP_PASS_SCOPE, KIND_BY_SCOPE, REFRESH_SCOPE, AuthContext
 from .throttle import FailureThrottle
 
-ACCESS_SCOPE = "com.atproto.access"
-APP_PASS_SCOPE = "com.atproto.appPass"
-APP_PASS_PRIVILEGED_SCOPE = "com.atproto.appPassPrivileged"
-REFRESH_SCOPE = "com.atproto.refresh"
-
-_KIND_BY_SCOPE = {
-    ACCESS_SCOPE: "access",
-    APP_PASS_SCOPE: "app_password",
-    APP_PASS_PRIVILEGED_SCOPE: "app_password_privileged",
-}
 _APP_PASSWORD_RE = re.compile(r"^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$")
 _APP_PASSWORD_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 MAX_APP_PASSWORDS = 50
-
-
-@dataclass(frozen=True)
-class AuthContext:
-    """Who is calling and with which scopes. kind: access | app_password |
-    app_password_privileged | refresh | service (| oauth later)."""
-
-    did: str
-    kind: str
-    scopes: frozenset[str]
-    session_id: str | None = None
-    token_id: str | None = None
-
-    @property
-    def is_full_session(self) -> bool:
-        return self.kind == "access"
-
-    @property
-    def is_privileged(self) -> bool:
-        return self.kind in ("access", "app_password_privileged")
-
-    def require(self, action: Any) -> None:
-        """Refuse (403 ScopeMissingError) an OAuth token whose scopes do not allow `action`
-        (a services.auth.oauth.scopes action); other credentials keep their own checks."""
-        if self.kind == "oauth":
-            from .oauth.scopes import require
-
-            require(self.scopes, action)
 
 
 def _iso(ts: float) -> str:
@@ -220,7 +182,7 @@ class AuthService:
     async def verify_access(self, token: str, *, privileged: bool = False, full: bool = False) -> AuthContext:
         """AuthContext for an access token; `full` refuses app passwords, `privileged` unprivileged ones."""
         payload = self._claims(token, "at+jwt")
-        kind = _KIND_BY_SCOPE.get(payload.get("scope"))
+        kind = KIND_BY_SCOPE.get(payload.get("scope"))
         if kind is None:
             raise InvalidToken("Bad token scope")
         sid = payload["sid"]

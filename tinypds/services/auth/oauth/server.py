@@ -3,7 +3,7 @@
 Owns PAR, authorization codes (single-use, 2 min), the token endpoint (authorization_code with
 PKCE S256; refresh_token with single-use rotation: a reused refresh token or code revokes its
 session), revocation, devices ("remember me"), the authorized-apps list, and turning a DPoP-bound
-access token into an AuthContext. Imports store.oauth, services.auth.service (AuthContext), .clients,
+access token into an AuthContext. Imports store.oauth, services.auth.context (AuthContext), .clients,
 .dpop, .scopes; no HTTP types: callers pass form dicts, the DPoP header and acceptable URLs.
 Tokens are opaque random strings stored as sha256 hashes, so revocation is immediate.
 """
@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 from ....core.jwt import b64url_encode
 from ....store import oauth as sql
-from ..service import AuthContext
+from ..context import AuthContext
 from .errors import OAuthError  # noqa: F401  (re-exported: callers catch it from here too)
 from .clients import Client, ClientError, ClientRegistry
 from .dpop import DpopError, DpopVerifier, normalize_htu
