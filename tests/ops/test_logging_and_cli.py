@@ -174,3 +174,20 @@ def test_status_resolution_lines(monkeypatch):
     missing = lines("did:plc:zzzzzzzzzzzzzzzzzzzzzzzz", "nobody.example.com")
     assert not missing["DID document"].ok and "does not resolve" in missing["DID document"].value
     assert not missing["handle resolves"].ok and "does not resolve" in missing["handle resolves"].value
+
+
+def test_serve_on_a_busy_port_says_so_before_making_the_dev_account(tmp_path):
+    """The port is bound before the lifespan: a busy port is a one-line error, and the dev
+    account (whose password is printed only once) is not created and its password lost."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli(tmp_path / "data", "serve", "--host", "127.0.0.1", "--port", str(port), timeout=60)
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+    assert "LOCAL DEV ACCOUNT" not in out.stdout
+    assert not (tmp_path / "data" / "tinypds.sqlite").exists()
+    assert "Traceback" not in out.stderr

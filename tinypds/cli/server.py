@@ -11,6 +11,7 @@ account on a loopback hostname it creates a local dev account and prints it once
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import Any
 
@@ -82,14 +83,32 @@ def _run(args: argparse.Namespace, settings: Any, port: int, local: bool) -> int
     on_open = None
     if not args.no_dev_account and local:
         on_open = _ensure_dev_account
+    sock = _bind(settings.host, port)  # before the lifespan: a busy port must not cost the dev account's password
     app = create_app(settings, on_open=on_open)
     configure_logging(settings.log_level)
     server = make_server(app, settings, settings.host, port, on_listening=_announce)
     try:
-        server.run()  # SIGTERM (how systemd stops a service) drains and shuts down: exit 0
-    except SystemExit as exc:  # uvicorn exits when it cannot bind or the lifespan fails
+        server.run(sockets=[sock])  # SIGTERM (how systemd stops a service) drains and shuts down: exit 0
+    except SystemExit as exc:  # uvicorn exits when the lifespan fails
         return int(exc.code or 1)
+    finally:
+        sock.close()
     return 0 if server.started else 1
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a one-line error naming the fix (port in use, bad address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                       "stop what is using it or pick another port with --port") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _announce(sockets: list) -> None:
